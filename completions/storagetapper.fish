@@ -1,0 +1,97 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_storagetapper_global_optspecs
+    string join \n log-format= v/verbose q/quiet no-progress h/help V/version
+end
+
+function __fish_storagetapper_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_storagetapper_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_storagetapper_using_subcommand
+    set -l cmd (__fish_storagetapper_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -s v -l verbose -d 'More log output (-v debug, -vv trace)'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only)'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -l no-progress -d 'No progress bars or progress log lines'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -s V -l version -d 'Print version'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "backup" -d 'Take a consistent, parallel, chunked snapshot of the manifest\'s tables (resumes an unfinished backup of the same manifest)'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "plan" -d 'Dry run: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "status" -d 'What the state table holds: backups and chunk progress'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "list" -d 'Complete backups present at the destination'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "man" -d 'Print the man page (roff)'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand backup" -s m -l manifest -d 'The manifest (TOML)' -r -F
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand backup" -s t -l threads -d 'Worker connections (default: [snapshot] threads)' -r
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand backup" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand backup" -l fresh -d 'Abandon an unfinished backup of this manifest and start a new one'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand backup" -s v -l verbose -d 'More log output (-v debug, -vv trace)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand backup" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand backup" -l no-progress -d 'No progress bars or progress log lines'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand backup" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand backup" -s V -l version -d 'Print version'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand plan" -s m -l manifest -d 'The manifest (TOML)' -r -F
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand plan" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand plan" -s v -l verbose -d 'More log output (-v debug, -vv trace)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand plan" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand plan" -l no-progress -d 'No progress bars or progress log lines'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand plan" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand plan" -s V -l version -d 'Print version'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand status" -s m -l manifest -d 'The manifest (TOML)' -r -F
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand status" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand status" -l json -d 'Machine-readable output'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand status" -s v -l verbose -d 'More log output (-v debug, -vv trace)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand status" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand status" -l no-progress -d 'No progress bars or progress log lines'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand status" -s V -l version -d 'Print version'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand list" -s m -l manifest -d 'The manifest (TOML)' -r -F
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand list" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand list" -l json -d 'Machine-readable output'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand list" -s v -l verbose -d 'More log output (-v debug, -vv trace)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand list" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand list" -l no-progress -d 'No progress bars or progress log lines'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand list" -s V -l version -d 'Print version'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand completions" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand completions" -s v -l verbose -d 'More log output (-v debug, -vv trace)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand completions" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand completions" -l no-progress -d 'No progress bars or progress log lines'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand man" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand man" -s v -l verbose -d 'More log output (-v debug, -vv trace)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand man" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand man" -l no-progress -d 'No progress bars or progress log lines'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand man" -s V -l version -d 'Print version'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup plan status list completions man help" -f -a "backup" -d 'Take a consistent, parallel, chunked snapshot of the manifest\'s tables (resumes an unfinished backup of the same manifest)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup plan status list completions man help" -f -a "plan" -d 'Dry run: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup plan status list completions man help" -f -a "status" -d 'What the state table holds: backups and chunk progress'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup plan status list completions man help" -f -a "list" -d 'Complete backups present at the destination'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup plan status list completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup plan status list completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup plan status list completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,0 +1,287 @@
+#compdef storagetapper
+
+autoload -U is-at-least
+
+_storagetapper() {
+    typeset -A opt_args
+    typeset -a _arguments_options
+    local ret=1
+
+    if is-at-least 5.2; then
+        _arguments_options=(-s -S -C)
+    else
+        _arguments_options=(-s -C)
+    fi
+
+    local context curcontext="$curcontext" state line
+    _arguments "${_arguments_options[@]}" : \
+'--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
+json\:"One JSON object per line"))' \
+'*-v[More log output (-v debug, -vv trace)]' \
+'*--verbose[More log output (-v debug, -vv trace)]' \
+'*-q[Less log output (-q warnings only, -qq errors only)]' \
+'*--quiet[Less log output (-q warnings only, -qq errors only)]' \
+'--no-progress[No progress bars or progress log lines]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+":: :_storagetapper_commands" \
+"*::: :->storagetapper" \
+&& ret=0
+    case $state in
+    (storagetapper)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:storagetapper-command-$line[1]:"
+        case $line[1] in
+            (backup)
+_arguments "${_arguments_options[@]}" : \
+'-m+[The manifest (TOML)]:FILE:_files' \
+'--manifest=[The manifest (TOML)]:FILE:_files' \
+'-t+[Worker connections (default\: \[snapshot\] threads)]:N:_default' \
+'--threads=[Worker connections (default\: \[snapshot\] threads)]:N:_default' \
+'--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
+json\:"One JSON object per line"))' \
+'--fresh[Abandon an unfinished backup of this manifest and start a new one]' \
+'*-v[More log output (-v debug, -vv trace)]' \
+'*--verbose[More log output (-v debug, -vv trace)]' \
+'*-q[Less log output (-q warnings only, -qq errors only)]' \
+'*--quiet[Less log output (-q warnings only, -qq errors only)]' \
+'--no-progress[No progress bars or progress log lines]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(plan)
+_arguments "${_arguments_options[@]}" : \
+'-m+[The manifest (TOML)]:FILE:_files' \
+'--manifest=[The manifest (TOML)]:FILE:_files' \
+'--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
+json\:"One JSON object per line"))' \
+'*-v[More log output (-v debug, -vv trace)]' \
+'*--verbose[More log output (-v debug, -vv trace)]' \
+'*-q[Less log output (-q warnings only, -qq errors only)]' \
+'*--quiet[Less log output (-q warnings only, -qq errors only)]' \
+'--no-progress[No progress bars or progress log lines]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(status)
+_arguments "${_arguments_options[@]}" : \
+'-m+[The manifest (TOML)]:FILE:_files' \
+'--manifest=[The manifest (TOML)]:FILE:_files' \
+'--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
+json\:"One JSON object per line"))' \
+'--json[Machine-readable output]' \
+'*-v[More log output (-v debug, -vv trace)]' \
+'*--verbose[More log output (-v debug, -vv trace)]' \
+'*-q[Less log output (-q warnings only, -qq errors only)]' \
+'*--quiet[Less log output (-q warnings only, -qq errors only)]' \
+'--no-progress[No progress bars or progress log lines]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(list)
+_arguments "${_arguments_options[@]}" : \
+'-m+[The manifest (TOML)]:FILE:_files' \
+'--manifest=[The manifest (TOML)]:FILE:_files' \
+'--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
+json\:"One JSON object per line"))' \
+'--json[Machine-readable output]' \
+'*-v[More log output (-v debug, -vv trace)]' \
+'*--verbose[More log output (-v debug, -vv trace)]' \
+'*-q[Less log output (-q warnings only, -qq errors only)]' \
+'*--quiet[Less log output (-q warnings only, -qq errors only)]' \
+'--no-progress[No progress bars or progress log lines]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+'--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
+json\:"One JSON object per line"))' \
+'*-v[More log output (-v debug, -vv trace)]' \
+'*--verbose[More log output (-v debug, -vv trace)]' \
+'*-q[Less log output (-q warnings only, -qq errors only)]' \
+'*--quiet[Less log output (-q warnings only, -qq errors only)]' \
+'--no-progress[No progress bars or progress log lines]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':shell -- The shell:(bash elvish fish powershell zsh)' \
+&& ret=0
+;;
+(man)
+_arguments "${_arguments_options[@]}" : \
+'--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
+json\:"One JSON object per line"))' \
+'*-v[More log output (-v debug, -vv trace)]' \
+'*--verbose[More log output (-v debug, -vv trace)]' \
+'*-q[Less log output (-q warnings only, -qq errors only)]' \
+'*--quiet[Less log output (-q warnings only, -qq errors only)]' \
+'--no-progress[No progress bars or progress log lines]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_storagetapper__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:storagetapper-help-command-$line[1]:"
+        case $line[1] in
+            (backup)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(plan)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(status)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(list)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(man)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+}
+
+(( $+functions[_storagetapper_commands] )) ||
+_storagetapper_commands() {
+    local commands; commands=(
+'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest)' \
+'plan:Dry run\: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing' \
+'status:What the state table holds\: backups and chunk progress' \
+'list:Complete backups present at the destination' \
+'completions:Print a shell completion script' \
+'man:Print the man page (roff)' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'storagetapper commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__backup_commands] )) ||
+_storagetapper__subcmd__backup_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper backup commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__completions_commands] )) ||
+_storagetapper__subcmd__completions_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper completions commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__help_commands] )) ||
+_storagetapper__subcmd__help_commands() {
+    local commands; commands=(
+'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest)' \
+'plan:Dry run\: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing' \
+'status:What the state table holds\: backups and chunk progress' \
+'list:Complete backups present at the destination' \
+'completions:Print a shell completion script' \
+'man:Print the man page (roff)' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'storagetapper help commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__help__subcmd__backup_commands] )) ||
+_storagetapper__subcmd__help__subcmd__backup_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper help backup commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__help__subcmd__completions_commands] )) ||
+_storagetapper__subcmd__help__subcmd__completions_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper help completions commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__help__subcmd__help_commands] )) ||
+_storagetapper__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper help help commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__help__subcmd__list_commands] )) ||
+_storagetapper__subcmd__help__subcmd__list_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper help list commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__help__subcmd__man_commands] )) ||
+_storagetapper__subcmd__help__subcmd__man_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper help man commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__help__subcmd__plan_commands] )) ||
+_storagetapper__subcmd__help__subcmd__plan_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper help plan commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__help__subcmd__status_commands] )) ||
+_storagetapper__subcmd__help__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper help status commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__list_commands] )) ||
+_storagetapper__subcmd__list_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper list commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__man_commands] )) ||
+_storagetapper__subcmd__man_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper man commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__plan_commands] )) ||
+_storagetapper__subcmd__plan_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper plan commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__status_commands] )) ||
+_storagetapper__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper status commands' commands "$@"
+}
+
+if [ "$funcstack[1]" = "_storagetapper" ]; then
+    _storagetapper "$@"
+else
+    compdef _storagetapper storagetapper
+fi

@@ -1,0 +1,509 @@
+//! The command line: clap definitions, logging set-up, the subcommands and the mapping of
+//! outcomes to exit codes (0 success, 1 verification mismatch, 2 any error).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::layout::{self, Metadata};
+use crate::manifest::Plan;
+use crate::progress::{self, LogWriter};
+use crate::sink::Sink;
+use crate::snapshot::{self, BackupOptions};
+use crate::source::{self, Source};
+use crate::state::{ChunkStatus, SqliteState, StateStore};
+
+/// Consistent, parallel, resumable logical backups of MySQL/MariaDB tables.
+#[derive(Debug, Parser)]
+#[command(name = "storagetapper", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 success, 1 verification found a mismatch, 2 any error.")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// No progress bars or progress log lines.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take a consistent, parallel, chunked snapshot of the manifest's tables (resumes an
+    /// unfinished backup of the same manifest).
+    Backup {
+        /// The manifest (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        manifest: PathBuf,
+        /// Worker connections (default: [snapshot] threads).
+        #[arg(short, long, value_name = "N")]
+        threads: Option<usize>,
+        /// Abandon an unfinished backup of this manifest and start a new one.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Dry run: resolved tables, columns, chunk keys, estimated rows and bytes, the exact
+    /// SELECTs and source checks; writes nothing.
+    Plan {
+        /// The manifest (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        manifest: PathBuf,
+    },
+    /// What the state table holds: backups and chunk progress.
+    Status {
+        /// The manifest (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        manifest: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Complete backups present at the destination.
+    List {
+        /// The manifest (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        manifest: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match i16::from(cli.verbose) - i16::from(cli.quiet) {
+        i16::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("STORAGETAPPER_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{level},mysql_async=warn,opendal=error"))
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(LogWriter)
+        .with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let mode = progress::Mode::detect(cli.no_progress);
+    match cli.command {
+        Command::Backup {
+            manifest,
+            threads,
+            fresh,
+        } => {
+            let plan = Plan::load(&manifest)?;
+            if threads == Some(0) {
+                anyhow::bail!("--threads must be at least 1");
+            }
+            let cancel = CancellationToken::new();
+            spawn_signal_handler(cancel.clone());
+            let opts = BackupOptions {
+                threads,
+                fresh,
+                progress: mode,
+            };
+            let out = snapshot::run(&plan, &opts, cancel).await?;
+            let rate = out.rows_this_run as f64 / out.seconds.max(0.001);
+            tracing::info!(
+                backup = %out.id,
+                rows = out.rows,
+                rows_this_run = out.rows_this_run,
+                bytes = out.bytes,
+                seconds = format!("{:.2}", out.seconds),
+                rows_per_sec = rate as u64,
+                lock_held_ms = out.lock_held_ms,
+                consistent = out.consistent,
+                "Backup complete."
+            );
+            println!(
+                "backup {} complete: {} rows, {} bytes in {:.2}s ({:.0} rows/s{}), lock held {} ms, {} -> {}",
+                out.id,
+                out.rows,
+                out.bytes,
+                out.seconds,
+                rate,
+                if out.resumed { ", resumed" } else { "" },
+                out.lock_held_ms,
+                if out.consistent {
+                    "consistent at one point"
+                } else {
+                    "needs the changelog between its points (see metadata.json)"
+                },
+                out.location
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { manifest } => {
+            let plan = Plan::load(&manifest)?;
+            print_plan(&plan).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { manifest, json } => {
+            let plan = Plan::load(&manifest)?;
+            status(&plan, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { manifest, json } => {
+            let plan = Plan::load(&manifest)?;
+            list(&plan, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            write_completions(shell, &mut out);
+            std::io::stdout().write_all(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            std::io::stdout().write_all(&man_page()?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::warn!("Stopping: discarding files in flight; the backup stays resumable.");
+        cancel.cancel();
+    });
+}
+
+/// Writes the completion script for `shell`.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut Vec<u8>) {
+    clap_complete::generate(shell, &mut Cli::command(), "storagetapper", out);
+}
+
+/// The man page, roff.
+///
+/// # Errors
+/// When rendering fails.
+pub fn man_page() -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .context("cannot render the man page")?;
+    Ok(out)
+}
+
+async fn print_plan(plan: &Plan) -> Result<()> {
+    let m = &plan.manifest;
+    let src = Source::new(&plan.source_url, plan.password.as_ref())?;
+    let mut conn = src.connect().await?;
+    let info = source::server_info(&mut conn).await?;
+    let mut out = String::new();
+    out.push_str(&format!("manifest   {}\n", plan.file.display()));
+    out.push_str(&format!("job        {}\n", m.name));
+    out.push_str(&format!("source     {} ({})\n", src.display, info.version));
+    out.push_str(&format!(
+        "destination {:?} format={} compression={:?}\n",
+        plan.destination,
+        m.destination.format.ext(),
+        m.destination.compression
+    ));
+    out.push_str(&format!("state      {:?}\n", plan.state));
+    out.push_str(&format!(
+        "threads    {}   chunk_rows {}   throttle rows/s={} bytes/s={}\n\nsource checks:\n",
+        m.snapshot.threads,
+        m.snapshot.chunk_rows,
+        m.snapshot.throttle.rows_per_sec,
+        m.snapshot.throttle.bytes_per_sec.0
+    ));
+    for c in source::checks(&mut conn, &info).await {
+        out.push_str(&format!(
+            "  [{}] {:<46} {}\n",
+            if c.ok { " ok " } else { "WARN" },
+            c.name,
+            c.detail
+        ));
+    }
+    let specs = snapshot::resolve_tables(plan, &mut conn).await?;
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    out.push_str(&format!("\ntables ({}):\n", specs.len()));
+    for (rule_index, s) in &specs {
+        let rule = &plan.rules[*rule_index];
+        let chunk_rows = plan.chunk_rows(rule);
+        rows += s.est_rows;
+        bytes += s.est_bytes;
+        out.push_str(&format!(
+            "\n  {}  (~{} rows, ~{} bytes; manifest tables[{}])\n",
+            s.name(),
+            s.est_rows,
+            s.est_bytes,
+            rule_index
+        ));
+        out.push_str(&format!("    columns: {}\n", s.columns.join(", ")));
+        match &s.key {
+            Some(k) => out.push_str(&format!(
+                "    chunk key: ({}) on index {}{}; ~{} chunk(s) of {} rows\n",
+                k.columns.join(", "),
+                k.index,
+                if k.unique { "" } else { " (not unique)" },
+                s.est_rows / chunk_rows + 1,
+                chunk_rows
+            )),
+            None => out.push_str(
+                "    chunk key: none (no primary or NOT NULL unique key): read as ONE chunk\n",
+            ),
+        }
+        let read = s.read();
+        if let Some(k) = &s.key {
+            let dummy = vec![mysql_async::Value::NULL; k.columns.len()];
+            let first = read.chunk_query(None, Some(&dummy));
+            out.push_str(&format!("    first chunk: {}\n", first.sql));
+            let mid = read.chunk_query(Some(&dummy), Some(&dummy));
+            out.push_str(&format!("    next chunks: {}\n", mid.sql));
+            if let Some(b) = read.boundary_query(Some(&dummy), chunk_rows) {
+                out.push_str(&format!("    boundaries:  {}\n", b.sql));
+            }
+        } else {
+            out.push_str(&format!(
+                "    one chunk:   {}\n",
+                read.chunk_query(None, None).sql
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\nestimated total: ~{rows} rows, ~{bytes} bytes (from information_schema; \
+         key bounds are bound as parameters `?`)\n"
+    ));
+    print!("{out}");
+    Ok(())
+}
+
+fn status(plan: &Plan, json: bool) -> Result<()> {
+    let state = SqliteState::from_url(&plan.state)?;
+    let mut items = Vec::new();
+    for b in state.backups(&plan.manifest.name)? {
+        let chunks = state.chunks(&b.id)?;
+        let done: Vec<_> = chunks
+            .iter()
+            .filter(|c| c.status == ChunkStatus::Done)
+            .collect();
+        let rows: u64 = done
+            .iter()
+            .filter_map(|c| c.done.as_ref().map(|d| d.rows))
+            .sum();
+        let bytes: u64 = done
+            .iter()
+            .filter_map(|c| c.done.as_ref().map(|d| d.bytes))
+            .sum();
+        let mut tables: Vec<serde_json::Value> = Vec::new();
+        for t in state.tables(&b.id)? {
+            let tc: Vec<_> = chunks.iter().filter(|c| c.table == t.table).collect();
+            let td = tc.iter().filter(|c| c.status == ChunkStatus::Done).count();
+            tables.push(serde_json::json!({
+                "table": t.table, "chunks": tc.len(), "chunks_done": td,
+                "rows": tc.iter().filter_map(|c| c.done.as_ref().map(|d| d.rows)).sum::<u64>(),
+            }));
+        }
+        items.push(serde_json::json!({
+            "id": b.id, "status": b.status, "started_at": b.started_at,
+            "finished_at": b.finished_at, "chunks": chunks.len(), "chunks_done": done.len(),
+            "rows": rows, "bytes": bytes, "position": b.position, "tables": tables,
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "name": plan.manifest.name,
+                "state": state.path(),
+                "backups": items,
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "job {} (state {})",
+        plan.manifest.name,
+        state.path().display()
+    );
+    if items.is_empty() {
+        println!("no backups yet");
+    }
+    for b in &items {
+        println!(
+            "{}  {:<9} chunks {}/{}  rows {}  bytes {}",
+            b["id"].as_str().unwrap_or(""),
+            b["status"].as_str().unwrap_or(""),
+            b["chunks_done"],
+            b["chunks"],
+            b["rows"],
+            b["bytes"]
+        );
+        if b["status"] == "running" {
+            for t in b["tables"].as_array().into_iter().flatten() {
+                println!(
+                    "    {:<40} chunks {}/{}  rows {}",
+                    t["table"].as_str().unwrap_or(""),
+                    t["chunks_done"],
+                    t["chunks"],
+                    t["rows"]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn list(plan: &Plan, json: bool) -> Result<()> {
+    let sink = Sink::new(&plan.destination)?;
+    let name = &plan.manifest.name;
+    let mut found: Vec<Metadata> = Vec::new();
+    let mut dirs = sink.list(name).await?;
+    dirs.sort();
+    for d in dirs.iter().filter(|d| d.ends_with('/')) {
+        let meta_path = format!("{d}metadata.json");
+        if !sink.exists(&meta_path).await? {
+            continue;
+        }
+        let raw = sink.get(&meta_path).await?;
+        let meta: Metadata = serde_json::from_slice(&raw)
+            .with_context(|| format!("{meta_path} is not valid metadata"))?;
+        found.push(meta);
+    }
+    if json {
+        let items: Vec<serde_json::Value> = found
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.backup_id,
+                    "path": format!("{}/{}", sink.display, layout::backup_dir(name, &m.backup_id)),
+                    "started_at": m.started_at,
+                    "finished_at": m.finished_at,
+                    "tables": m.tables.len(),
+                    "rows": m.tables.iter().map(|t| t.rows).sum::<u64>(),
+                    "bytes": m.tables.iter().map(|t| t.bytes).sum::<u64>(),
+                    "consistent": m.snapshot.consistent,
+                    "position": m.snapshot.position,
+                    "format": m.format,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    if found.is_empty() {
+        println!("no complete backups of `{name}` at {}", sink.display);
+    }
+    for m in &found {
+        println!(
+            "{}  tables {}  rows {}  bytes {}  {}",
+            m.backup_id,
+            m.tables.len(),
+            m.tables.iter().map(|t| t.rows).sum::<u64>(),
+            m.tables.iter().map(|t| t.bytes).sum::<u64>(),
+            match (&m.snapshot.consistent, &m.snapshot.position) {
+                (true, Some(p)) => format!(
+                    "consistent at {}:{}{}",
+                    p.file,
+                    p.pos,
+                    p.gtid
+                        .as_ref()
+                        .map(|g| format!(" gtid {g}"))
+                        .unwrap_or_default()
+                ),
+                (true, None) => "consistent (no binlog position)".to_string(),
+                (false, _) => "needs changelog (resumed across points)".to_string(),
+            }
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+}

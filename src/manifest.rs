@@ -1,0 +1,918 @@
+//! The manifest: the serde model of the TOML file (`deny_unknown_fields`) and its validation into
+//! a [`Plan`] before any I/O touches a server or a destination.
+//!
+//! Invariants: every error names the manifest file, the line and the key; secrets are read only
+//! from `password_env` / `password_file` and never appear in `Debug` output or messages.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobMatcher};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// An error in the manifest, located at a file, a line and a key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: `{key}`: {message}", line = line.map_or_else(|| "?".to_string(), |l| l.to_string()))]
+pub struct ManifestError {
+    /// The manifest file.
+    pub file: PathBuf,
+    /// 1-based line of the key, when known.
+    pub line: Option<usize>,
+    /// Dotted path of the offending key, e.g. `tables[1].columns`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The TOML document as written by the operator.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Job name: destination prefix and state key.
+    pub name: String,
+    /// Where rows are read from.
+    pub source: SourceConfig,
+    /// Where progress is kept.
+    #[serde(default)]
+    pub state: StateConfig,
+    /// Where files go and how they are encoded.
+    pub destination: DestinationConfig,
+    /// Snapshot settings.
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    /// Change-stream settings (used by `tail` and `backup --follow`, not yet implemented).
+    #[serde(default)]
+    pub tail: TailConfig,
+    /// The tables to back up; globs allowed.
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+}
+
+/// `[source]`.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `mysql://user@host:port` (no password in the URL).
+    pub url: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// Where the binlog is read from (default: `url`).
+    pub binlog_url: Option<String>,
+    /// Server id used when dumping the binlog.
+    pub server_id: Option<u32>,
+}
+
+impl fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("url", &self.url)
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("binlog_url", &self.binlog_url)
+            .field("server_id", &self.server_id)
+            .finish()
+    }
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `sqlite:///path/to/file.db`; default: `<state dir>/storagetapper/<name>.db`.
+    pub url: Option<String>,
+}
+
+/// Row encoding of the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// JSON lines.
+    #[default]
+    Json,
+    /// Avro object container files.
+    Avro,
+    /// MessagePack, one map per row.
+    Msgpack,
+    /// SQL INSERT statements.
+    Sql,
+    /// Parquet.
+    Parquet,
+}
+
+impl Format {
+    /// File extension of a chunk in this format.
+    pub fn ext(self) -> &'static str {
+        match self {
+            Format::Json => "jsonl",
+            Format::Avro => "avro",
+            Format::Msgpack => "msgpack",
+            Format::Sql => "sql",
+            Format::Parquet => "parquet",
+        }
+    }
+}
+
+/// Compression applied after encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// zstd stream.
+    #[default]
+    Zstd,
+    /// Plain.
+    None,
+}
+
+/// `[destination]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// `file:///abs/path` (or `file://relative/to/manifest`).
+    pub url: String,
+    /// Row encoding.
+    #[serde(default)]
+    pub format: Format,
+    /// Compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// zstd level (1–22, default 3).
+    pub compression_level: Option<i32>,
+    /// age recipients (not implemented yet: an error if set).
+    pub encrypt_to: Option<Vec<String>>,
+}
+
+/// `[snapshot]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Worker connections reading chunks in parallel.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Rows per chunk (per file).
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u64,
+    /// Limits across all workers; 0 = unlimited.
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
+}
+
+fn default_threads() -> usize {
+    4
+}
+fn default_chunk_rows() -> u64 {
+    100_000
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            threads: default_threads(),
+            chunk_rows: default_chunk_rows(),
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+/// `throttle = { rows_per_sec = …, bytes_per_sec = … }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// Rows per second across all workers; 0 = unlimited.
+    #[serde(default)]
+    pub rows_per_sec: u64,
+    /// Bytes (as read from the source) per second across all workers; 0 = unlimited.
+    #[serde(default)]
+    pub bytes_per_sec: ByteSize,
+}
+
+/// `[tail]`: parsed and checked now, used by the change stream.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailConfig {
+    /// Rotate a changelog file after this many bytes.
+    #[serde(default = "default_rotate_bytes")]
+    pub rotate_bytes: ByteSize,
+    /// Rotate a changelog file after this long.
+    #[serde(default = "default_rotate_interval")]
+    pub rotate_interval: HumanDuration,
+    /// Shape of change events.
+    #[serde(default)]
+    pub envelope: Envelope,
+}
+
+fn default_rotate_bytes() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_rotate_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        TailConfig {
+            rotate_bytes: default_rotate_bytes(),
+            rotate_interval: default_rotate_interval(),
+            envelope: Envelope::default(),
+        }
+    }
+}
+
+/// Change-event envelope.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Envelope {
+    /// Debezium's field names.
+    #[default]
+    Debezium,
+    /// Our own.
+    Storagetapper,
+    /// Flattened after-image.
+    Row,
+}
+
+/// `[[tables]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Schema (database) name; a glob.
+    pub schema: String,
+    /// Table name; a glob.
+    pub table: String,
+    /// Only these columns.
+    pub columns: Option<Vec<String>>,
+    /// All columns but these.
+    pub exclude_columns: Option<Vec<String>>,
+    /// SQL condition applied to every chunk query, kept intact.
+    #[serde(rename = "where")]
+    pub where_: Option<String>,
+    /// Index used to chunk and read (default PRIMARY).
+    pub index: Option<String>,
+    /// Rows per chunk for this table.
+    pub chunk_rows: Option<u64>,
+}
+
+/// A byte count: an integer or a string like `"256MiB"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => parse_bytes(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"256MiB"`, `"10MB"`, `"512"`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 1048576, \"64MiB\", \"1GB\")"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (B, KB, KiB, MB, MiB, GB, GiB, TiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size `{s}` is too large"))
+}
+
+/// A duration written as `"5m"`, `"30s"`, `"1h"`, `"250ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", self.0.as_millis()))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `"5m"`, `"30s"`, `"1h"`, `"250ms"`, `"2d"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. \"30s\", \"5m\", \"1h\")"))?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "s" | "" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => return Err(format!("unknown duration unit `{other}` (ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
+/// A table pattern compiled from a `[[tables]]` entry.
+#[derive(Debug, Clone)]
+pub struct TableRule {
+    /// Index in `tables` (for error locations).
+    pub index: usize,
+    /// The entry.
+    pub config: TableConfig,
+    schema_glob: GlobMatcher,
+    table_glob: GlobMatcher,
+}
+
+impl TableRule {
+    /// Does this rule select `schema.table`?
+    pub fn matches(&self, schema: &str, table: &str) -> bool {
+        self.schema_glob.is_match(schema) && self.table_glob.is_match(table)
+    }
+
+    /// Is the schema part a literal name (no glob characters)?
+    pub fn schema_is_literal(&self) -> bool {
+        !self.config.schema.contains(['*', '?', '[', '{'])
+    }
+}
+
+/// Where the files go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestinationUrl {
+    /// A local directory.
+    File(PathBuf),
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateUrl {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// A validated manifest: everything checked that can be checked without I/O.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The manifest file.
+    pub file: PathBuf,
+    /// The raw text (for error locations).
+    pub text: String,
+    /// The parsed document.
+    pub manifest: Manifest,
+    /// Source connection URL (no password).
+    pub source_url: String,
+    /// Source password, if any.
+    pub password: Option<Secret>,
+    /// Destination.
+    pub destination: DestinationUrl,
+    /// State store.
+    pub state: StateUrl,
+    /// Table rules in manifest order.
+    pub rules: Vec<TableRule>,
+    /// Hash of what decides the content of a backup (tables, filters, format): a resumed backup
+    /// must have the same.
+    pub content_hash: String,
+}
+
+/// A password that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// One step of a key path.
+#[derive(Debug, Clone)]
+pub enum Seg {
+    /// A table key.
+    Key(&'static str),
+    /// An array index.
+    Index(usize),
+}
+
+/// Finds the 1-based line of the key at `path` in `text`.
+pub fn locate(text: &str, path: &[Seg]) -> Option<usize> {
+    let doc = toml_edit::Document::parse(text).ok()?;
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let mut item: Option<&toml_edit::Item> = None;
+    let mut span = None;
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if let Some(it) = item {
+                    table = it.as_table_like()?;
+                }
+                let (key, it) = table.get_key_value(k)?;
+                span = key.span().or_else(|| it.span()).or(span);
+                item = Some(it);
+            }
+            Seg::Index(i) => {
+                let it = item?;
+                if let Some(aot) = it.as_array_of_tables() {
+                    let t = aot.get(*i)?;
+                    span = t.span().or(span);
+                    table = t;
+                    item = None;
+                } else {
+                    let v = it.as_array()?.get(*i)?;
+                    span = v.span().or(span);
+                    break;
+                }
+            }
+        }
+    }
+    span.map(|s| line_of(text, s.start))
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn path_string(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+impl Plan {
+    /// Reads, parses and validates a manifest file.
+    ///
+    /// # Errors
+    /// A [`ManifestError`] naming the file, line and key for anything invalid, including a
+    /// missing password environment variable.
+    pub fn load(file: &Path) -> Result<Plan, ManifestError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ManifestError {
+            file: file.to_path_buf(),
+            line: None,
+            key: "-".into(),
+            message: format!("cannot read the manifest: {e}"),
+        })?;
+        Plan::from_text(file, &text)
+    }
+
+    /// Parses and validates manifest text read from `file`.
+    ///
+    /// # Errors
+    /// See [`Plan::load`].
+    pub fn from_text(file: &Path, text: &str) -> Result<Plan, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| {
+            let span = e.span();
+            let line = span.as_ref().map(|s| line_of(text, s.start));
+            let key = span
+                .and_then(|s| text.get(s))
+                .map(|k| k.trim().trim_matches(['[', ']']).to_string())
+                .filter(|k| !k.is_empty() && k.len() < 64 && !k.contains('\n'))
+                .unwrap_or_else(|| "-".into());
+            ManifestError {
+                file: file.to_path_buf(),
+                line,
+                key,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        Validator { file, text }.validate(manifest)
+    }
+
+    /// An error located at `path` in this manifest.
+    pub fn error(&self, path: &[Seg], message: impl Into<String>) -> ManifestError {
+        ManifestError {
+            file: self.file.clone(),
+            line: locate(&self.text, path),
+            key: path_string(path),
+            message: message.into(),
+        }
+    }
+
+    /// Effective rows per chunk for a rule.
+    pub fn chunk_rows(&self, rule: &TableRule) -> u64 {
+        rule.config
+            .chunk_rows
+            .unwrap_or(self.manifest.snapshot.chunk_rows)
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, path: &[Seg], message: impl Into<String>) -> ManifestError {
+        ManifestError {
+            file: self.file.to_path_buf(),
+            line: locate(self.text, path),
+            key: path_string(path),
+            message: message.into(),
+        }
+    }
+
+    fn base_dir(&self) -> PathBuf {
+        self.file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    fn validate(&self, m: Manifest) -> Result<Plan, ManifestError> {
+        use Seg::{Index, Key};
+        if m.name.is_empty()
+            || !m
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            || m.name.starts_with('.')
+        {
+            return Err(self.err(
+                &[Key("name")],
+                format!(
+                    "`{}` is not a valid job name: use letters, digits, `_`, `-` and `.`",
+                    m.name
+                ),
+            ));
+        }
+
+        // Source.
+        let source_url = m.source.url.clone();
+        check_mysql_url(&source_url).map_err(|msg| self.err(&[Key("source"), Key("url")], msg))?;
+        if let Some(b) = &m.source.binlog_url {
+            check_mysql_url(b).map_err(|msg| self.err(&[Key("source"), Key("binlog_url")], msg))?;
+        }
+        let password = match (&m.source.password_env, &m.source.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    &[Key("source"), Key("password_file")],
+                    "give either `password_env` or `password_file`, not both",
+                ));
+            }
+            (Some(var), None) => match std::env::var(var) {
+                Ok(p) => Some(Secret(p)),
+                Err(_) => {
+                    return Err(self.err(
+                        &[Key("source"), Key("password_env")],
+                        format!("environment variable `{var}` is not set"),
+                    ));
+                }
+            },
+            (None, Some(f)) => {
+                let path = self.base_dir().join(f);
+                let raw = std::fs::read_to_string(&path).map_err(|e| {
+                    self.err(
+                        &[Key("source"), Key("password_file")],
+                        format!("cannot read password file {}: {e}", path.display()),
+                    )
+                })?;
+                Some(Secret(raw.lines().next().unwrap_or("").to_string()))
+            }
+            (None, None) => None,
+        };
+
+        // Destination.
+        let destination = parse_destination(&m.destination.url, &self.base_dir())
+            .map_err(|msg| self.err(&[Key("destination"), Key("url")], msg))?;
+        if m.destination.format != Format::Json {
+            return Err(self.err(
+                &[Key("destination"), Key("format")],
+                format!(
+                    "format `{}` is not implemented yet in this version; use \"json\"",
+                    m.destination.format.ext()
+                ),
+            ));
+        }
+        if let Some(level) = m.destination.compression_level
+            && !(1..=22).contains(&level)
+        {
+            return Err(self.err(
+                &[Key("destination"), Key("compression_level")],
+                format!("zstd level {level} is out of range 1–22"),
+            ));
+        }
+        if m.destination.encrypt_to.is_some() {
+            return Err(self.err(
+                &[Key("destination"), Key("encrypt_to")],
+                "encryption is not implemented yet in this version",
+            ));
+        }
+
+        // State.
+        let state = match &m.state.url {
+            None => StateUrl::Sqlite(default_state_dir().join(format!("{}.db", m.name))),
+            Some(u) => parse_state(u, &self.base_dir())
+                .map_err(|msg| self.err(&[Key("state"), Key("url")], msg))?,
+        };
+
+        // Snapshot.
+        if m.snapshot.threads == 0 || m.snapshot.threads > 256 {
+            return Err(self.err(
+                &[Key("snapshot"), Key("threads")],
+                "threads must be between 1 and 256",
+            ));
+        }
+        if m.snapshot.chunk_rows == 0 {
+            return Err(self.err(
+                &[Key("snapshot"), Key("chunk_rows")],
+                "chunk_rows must be at least 1",
+            ));
+        }
+
+        // Tables.
+        if m.tables.is_empty() {
+            return Err(self.err(
+                &[],
+                "no [[tables]] entry: name at least one table (globs allowed)",
+            ));
+        }
+        let mut rules = Vec::new();
+        for (i, t) in m.tables.iter().enumerate() {
+            let glob = |s: &str, key: &'static str| {
+                Glob::new(s)
+                    .map(|g| g.compile_matcher())
+                    .map_err(|e| self.err(&[Key("tables"), Index(i), Key(key)], format!("{e}")))
+            };
+            if t.schema.is_empty() {
+                return Err(self.err(&[Key("tables"), Index(i), Key("schema")], "empty schema"));
+            }
+            if t.table.is_empty() {
+                return Err(self.err(&[Key("tables"), Index(i), Key("table")], "empty table"));
+            }
+            let schema_glob = glob(&t.schema, "schema")?;
+            let table_glob = glob(&t.table, "table")?;
+            if t.columns.is_some() && t.exclude_columns.is_some() {
+                return Err(self.err(
+                    &[Key("tables"), Index(i), Key("exclude_columns")],
+                    "give either `columns` or `exclude_columns`, not both",
+                ));
+            }
+            if let Some(c) = &t.columns
+                && c.is_empty()
+            {
+                return Err(self.err(
+                    &[Key("tables"), Index(i), Key("columns")],
+                    "`columns` is empty: name at least one column or leave it out",
+                ));
+            }
+            if t.chunk_rows == Some(0) {
+                return Err(self.err(
+                    &[Key("tables"), Index(i), Key("chunk_rows")],
+                    "chunk_rows must be at least 1",
+                ));
+            }
+            if let Some(w) = &t.where_
+                && (w.trim().is_empty() || w.contains(';'))
+            {
+                return Err(self.err(
+                    &[Key("tables"), Index(i), Key("where")],
+                    "`where` must be one non-empty SQL condition without `;`",
+                ));
+            }
+            rules.push(TableRule {
+                index: i,
+                config: t.clone(),
+                schema_glob,
+                table_glob,
+            });
+        }
+
+        let content_hash = {
+            let mut h = Sha256::new();
+            let content = serde_json::json!({
+                "tables": m.tables,
+                "format": m.destination.format,
+                "compression": m.destination.compression,
+                "chunk_rows": m.snapshot.chunk_rows,
+            });
+            h.update(content.to_string().as_bytes());
+            hex::encode(h.finalize())
+        };
+
+        Ok(Plan {
+            file: self.file.to_path_buf(),
+            text: self.text.to_string(),
+            manifest: m,
+            source_url,
+            password,
+            destination,
+            state,
+            rules,
+            content_hash,
+        })
+    }
+}
+
+fn check_mysql_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("mysql://")
+        .ok_or_else(|| format!("`{url}` is not a mysql:// URL"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && userinfo.contains(':')
+    {
+        // Never echo the URL here: it holds a password.
+        return Err(
+            "the URL holds a password: remove it and use `password_env` or `password_file`".into(),
+        );
+    }
+    if authority.rsplit('@').next().unwrap_or("").is_empty() {
+        return Err(format!("`{url}` names no host"));
+    }
+    Ok(())
+}
+
+fn parse_destination(url: &str, base: &Path) -> Result<DestinationUrl, String> {
+    if let Some(p) = url.strip_prefix("file://") {
+        if p.is_empty() {
+            return Err("`file://` names no directory".into());
+        }
+        let path = Path::new(p);
+        return Ok(DestinationUrl::File(if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            base.join(path)
+        }));
+    }
+    let scheme = url.split("://").next().unwrap_or(url);
+    match scheme {
+        "s3" | "hdfs" | "webhdfs" | "kafka" => Err(format!(
+            "`{scheme}://` destinations are not implemented yet in this version; use file://"
+        )),
+        _ => Err(format!(
+            "`{url}` is not a supported destination URL (file:///path)"
+        )),
+    }
+}
+
+fn parse_state(url: &str, base: &Path) -> Result<StateUrl, String> {
+    if let Some(p) = url.strip_prefix("sqlite://") {
+        let path = Path::new(p);
+        if p.is_empty() {
+            return Err("`sqlite://` names no file".into());
+        }
+        return Ok(StateUrl::Sqlite(if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            base.join(path)
+        }));
+    }
+    if url.starts_with("mysql://") {
+        return Err(
+            "a MySQL state store is not implemented yet in this version; use sqlite://".into(),
+        );
+    }
+    Err(format!(
+        "`{url}` is not a supported state URL (sqlite:///path/file.db)"
+    ))
+}
+
+/// `$XDG_STATE_HOME/storagetapper`, else `~/.local/state/storagetapper`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("storagetapper");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(h).join(".local/state/storagetapper");
+    }
+    PathBuf::from(".storagetapper")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Plan, ManifestError> {
+        Plan::from_text(Path::new("/m/test.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+name = "shop"
+[source]
+url = "mysql://backup@127.0.0.1:3306"
+[destination]
+url = "file:///var/backups"
+[[tables]]
+schema = "shop"
+table = "order_*"
+"#;
+
+    #[test]
+    fn good_manifest_parses_with_defaults() {
+        let p = parse(GOOD).expect("valid");
+        assert_eq!(p.manifest.snapshot.threads, 4);
+        assert_eq!(p.manifest.snapshot.chunk_rows, 100_000);
+        assert_eq!(p.destination, DestinationUrl::File("/var/backups".into()));
+        assert!(p.rules[0].matches("shop", "order_items"));
+        assert!(!p.rules[0].matches("shop", "orders"));
+        assert!(!p.rules[0].matches("shop2", "order_items"));
+        assert_eq!(p.manifest.tail.rotate_bytes, ByteSize(256 << 20));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = GOOD.replace("[destination]", "[destination]\nformatt = \"json\"");
+        let e = parse(&text).expect_err("unknown key");
+        assert_eq!(e.line, Some(6), "{e}");
+        assert_eq!(e.key, "formatt");
+        assert!(e.to_string().contains("/m/test.toml:6"), "{e}");
+    }
+
+    #[test]
+    fn validation_error_names_table_entry_key() {
+        let text = format!("{GOOD}columns = [\"a\"]\nexclude_columns = [\"b\"]\n");
+        let e = parse(&text).expect_err("both");
+        assert_eq!(e.key, "tables[0].exclude_columns");
+        assert_eq!(e.line, Some(11), "{e}");
+    }
+
+    #[test]
+    fn missing_password_env_names_variable() {
+        let text = GOOD.replace(
+            "[destination]",
+            "password_env = \"ST_TEST_SURELY_UNSET_VAR\"\n[destination]",
+        );
+        let e = parse(&text).expect_err("unset");
+        assert!(e.to_string().contains("ST_TEST_SURELY_UNSET_VAR"), "{e}");
+        assert_eq!(e.key, "source.password_env");
+    }
+
+    #[test]
+    fn password_in_url_is_refused_without_echo() {
+        let text = GOOD.replace("backup@", "backup:hunter2@");
+        let e = parse(&text).expect_err("password in url");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert_eq!(e.key, "source.url");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
+        assert_eq!(parse_bytes("7"), Ok(7));
+        assert!(parse_bytes("7 parsecs").is_err());
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn content_hash_ignores_threads() {
+        let a = parse(GOOD).expect("valid");
+        let b = parse(&format!("{GOOD}\n")).expect("valid");
+        let c = parse(&GOOD.replace("[destination]", "[snapshot]\nthreads = 2\n[destination]"))
+            .expect("valid");
+        assert_eq!(a.content_hash, b.content_hash);
+        assert_eq!(a.content_hash, c.content_hash);
+        let d = parse(&GOOD.replace("order_*", "orders")).expect("valid");
+        assert_ne!(a.content_hash, d.content_hash);
+    }
+}

@@ -1,0 +1,391 @@
+//! MySQL values as they arrive from the source (binary protocol) and their two text forms:
+//! the JSON mapping of DESIGN.md ("Rows and types") used for rows and human-readable keys, and
+//! the lossless [`KeyValue`] form in which chunk bounds are stored and bound back as parameters.
+//!
+//! Invariant: one conversion path per kind, allocation-free per value on the row path (values
+//! are written straight into the caller's buffer).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use mysql_async::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::schema::Kind;
+
+/// Why a value could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(pub String);
+
+/// Writes `v` of a column of kind `kind` with `fsp` fractional digits as JSON into `out`.
+///
+/// # Errors
+/// When the value does not fit its kind (e.g. text that is not UTF-8).
+pub fn write_json(out: &mut Vec<u8>, kind: Kind, fsp: u32, v: &Value) -> Result<(), ValueError> {
+    match (kind, v) {
+        (_, Value::NULL) => out.extend_from_slice(b"null"),
+        (_, Value::Int(i)) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        (_, Value::UInt(u)) => out.extend_from_slice(itoa::Buffer::new().format(*u).as_bytes()),
+        (_, Value::Float(f)) => write_f32(out, *f),
+        (_, Value::Double(f)) => write_f64(out, *f),
+        (Kind::Date, Value::Date(y, m, d, ..)) => {
+            out.push(b'"');
+            write_date(out, *y, *m, *d);
+            out.push(b'"');
+        }
+        (Kind::Timestamp, Value::Date(y, mo, d, h, mi, s, us)) => {
+            out.push(b'"');
+            write_date(out, *y, *mo, *d);
+            out.push(b'T');
+            write_hms(out, u32::from(*h), *mi, *s);
+            write_frac(out, *us, fsp);
+            out.extend_from_slice(b"Z\"");
+        }
+        (_, Value::Date(y, mo, d, h, mi, s, us)) => {
+            out.push(b'"');
+            write_date(out, *y, *mo, *d);
+            out.push(b' ');
+            write_hms(out, u32::from(*h), *mi, *s);
+            write_frac(out, *us, fsp);
+            out.push(b'"');
+        }
+        (_, Value::Time(neg, days, h, mi, s, us)) => {
+            out.push(b'"');
+            if *neg {
+                out.push(b'-');
+            }
+            write_hms(out, days * 24 + u32::from(*h), *mi, *s);
+            write_frac(out, *us, fsp);
+            out.push(b'"');
+        }
+        (Kind::Int | Kind::UInt | Kind::Year, Value::Bytes(b)) => {
+            // Text protocol: digits as sent.
+            if b.is_empty() || !b.iter().all(|c| c.is_ascii_digit() || *c == b'-') {
+                return Err(ValueError(format!(
+                    "integer column holds non-numeric text {:?}",
+                    String::from_utf8_lossy(b)
+                )));
+            }
+            out.extend_from_slice(b);
+        }
+        (Kind::Float | Kind::Double, Value::Bytes(b)) => out.extend_from_slice(b),
+        (Kind::Binary | Kind::Geometry, Value::Bytes(b)) => {
+            out.push(b'"');
+            let start = out.len();
+            out.resize(start + base64::encoded_len(b.len(), true).unwrap_or(0), 0);
+            let n = B64
+                .encode_slice(b, &mut out[start..])
+                .map_err(|e| ValueError(format!("base64: {e}")))?;
+            out.truncate(start + n);
+            out.push(b'"');
+        }
+        (Kind::Bit, Value::Bytes(b)) => {
+            let n = b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
+        (Kind::Json, Value::Bytes(b)) => {
+            // The JSON value itself. Raw text is kept when it is valid JSON on one line;
+            // otherwise it is written as a JSON string so nothing is lost.
+            let one_line = !b.iter().any(|&c| c == b'\n' || c == b'\r');
+            if one_line && serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok() {
+                out.extend_from_slice(b);
+            } else {
+                write_str(out, utf8(b)?);
+            }
+        }
+        (_, Value::Bytes(b)) => write_str(out, utf8(b)?),
+    }
+    Ok(())
+}
+
+fn utf8(b: &[u8]) -> Result<&str, ValueError> {
+    std::str::from_utf8(b).map_err(|e| ValueError(format!("text is not valid UTF-8: {e}")))
+}
+
+fn write_f32(out: &mut Vec<u8>, f: f32) {
+    if f.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn write_f64(out: &mut Vec<u8>, f: f64) {
+    if f.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn push2(out: &mut Vec<u8>, n: u8) {
+    out.push(b'0' + n / 10 % 10);
+    out.push(b'0' + n % 10);
+}
+
+fn write_date(out: &mut Vec<u8>, y: u16, m: u8, d: u8) {
+    let y = y % 10000;
+    push2(out, (y / 100) as u8);
+    push2(out, (y % 100) as u8);
+    out.push(b'-');
+    push2(out, m);
+    out.push(b'-');
+    push2(out, d);
+}
+
+fn write_hms(out: &mut Vec<u8>, h: u32, m: u8, s: u8) {
+    if h < 100 {
+        push2(out, h as u8);
+    } else {
+        out.extend_from_slice(itoa::Buffer::new().format(h).as_bytes());
+    }
+    out.push(b':');
+    push2(out, m);
+    out.push(b':');
+    push2(out, s);
+}
+
+fn write_frac(out: &mut Vec<u8>, us: u32, fsp: u32) {
+    if fsp == 0 {
+        return;
+    }
+    let fsp = fsp.min(6);
+    let mut digits = [b'0'; 6];
+    let mut v = us % 1_000_000;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.push(b'.');
+    out.extend_from_slice(&digits[..fsp as usize]);
+}
+
+/// Writes `s` as a JSON string with the escapes JSON requires.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// A value of a chunk key, stored without loss (state table, `metadata.json`) and bound back
+/// as a statement parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyValue {
+    /// NULL.
+    Null,
+    /// Signed integer.
+    Int(i64),
+    /// Unsigned integer.
+    UInt(u64),
+    /// FLOAT.
+    Float(f32),
+    /// DOUBLE.
+    Double(f64),
+    /// Text or bytes, base64.
+    Bytes(String),
+    /// year, month, day, hour, minute, second, microsecond.
+    Date([u32; 7]),
+    /// negative, days, hours, minutes, seconds, microseconds.
+    Time(bool, [u32; 5]),
+}
+
+impl KeyValue {
+    /// From a value read from the server.
+    pub fn from_value(v: &Value) -> KeyValue {
+        match v {
+            Value::NULL => KeyValue::Null,
+            Value::Int(i) => KeyValue::Int(*i),
+            Value::UInt(u) => KeyValue::UInt(*u),
+            Value::Float(f) => KeyValue::Float(*f),
+            Value::Double(f) => KeyValue::Double(*f),
+            Value::Bytes(b) => KeyValue::Bytes(B64.encode(b)),
+            Value::Date(y, mo, d, h, mi, s, us) => KeyValue::Date([
+                u32::from(*y),
+                u32::from(*mo),
+                u32::from(*d),
+                u32::from(*h),
+                u32::from(*mi),
+                u32::from(*s),
+                *us,
+            ]),
+            Value::Time(n, d, h, mi, s, us) => {
+                KeyValue::Time(*n, [*d, u32::from(*h), u32::from(*mi), u32::from(*s), *us])
+            }
+        }
+    }
+
+    /// Back to a value to bind.
+    ///
+    /// # Errors
+    /// When stored bytes are not valid base64 (a damaged state table).
+    pub fn to_value(&self) -> Result<Value, ValueError> {
+        let narrow = |x: u32| u8::try_from(x).map_err(|_| ValueError(format!("bad key field {x}")));
+        Ok(match self {
+            KeyValue::Null => Value::NULL,
+            KeyValue::Int(i) => Value::Int(*i),
+            KeyValue::UInt(u) => Value::UInt(*u),
+            KeyValue::Float(f) => Value::Float(*f),
+            KeyValue::Double(f) => Value::Double(*f),
+            KeyValue::Bytes(s) => Value::Bytes(
+                B64.decode(s)
+                    .map_err(|e| ValueError(format!("stored key is not base64: {e}")))?,
+            ),
+            KeyValue::Date([y, mo, d, h, mi, s, us]) => Value::Date(
+                u16::try_from(*y).map_err(|_| ValueError(format!("bad year {y}")))?,
+                narrow(*mo)?,
+                narrow(*d)?,
+                narrow(*h)?,
+                narrow(*mi)?,
+                narrow(*s)?,
+                *us,
+            ),
+            KeyValue::Time(n, [d, h, mi, s, us]) => {
+                Value::Time(*n, *d, narrow(*h)?, narrow(*mi)?, narrow(*s)?, *us)
+            }
+        })
+    }
+}
+
+/// A key (one value per key column) in the JSON mapping, for people: `metadata.json`, `status`.
+pub fn human_key(kinds: &[(Kind, u32)], values: &[Value]) -> serde_json::Value {
+    let mut buf = Vec::with_capacity(32);
+    let items = kinds
+        .iter()
+        .zip(values)
+        .map(|((k, fsp), v)| {
+            buf.clear();
+            match write_json(&mut buf, *k, *fsp, v) {
+                Ok(()) => serde_json::from_slice(&buf).unwrap_or(serde_json::Value::Null),
+                Err(_) => serde_json::Value::Null,
+            }
+        })
+        .collect();
+    serde_json::Value::Array(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn j(kind: Kind, fsp: u32, v: Value) -> String {
+        let mut out = Vec::new();
+        write_json(&mut out, kind, fsp, &v).expect("encodes");
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn json_mapping() {
+        assert_eq!(
+            j(Kind::UInt, 0, Value::UInt(u64::MAX)),
+            "18446744073709551615"
+        );
+        assert_eq!(j(Kind::Int, 0, Value::Int(-5)), "-5");
+        assert_eq!(
+            j(Kind::Decimal, 0, Value::Bytes(b"-999.99".to_vec())),
+            "\"-999.99\""
+        );
+        assert_eq!(j(Kind::Double, 0, Value::Double(-0.0)), "-0.0");
+        assert_eq!(
+            j(Kind::Date, 0, Value::Date(2024, 2, 29, 0, 0, 0, 0)),
+            "\"2024-02-29\""
+        );
+        assert_eq!(
+            j(Kind::Date, 0, Value::Date(0, 0, 0, 0, 0, 0, 0)),
+            "\"0000-00-00\""
+        );
+        assert_eq!(
+            j(
+                Kind::DateTime,
+                6,
+                Value::Date(2024, 2, 29, 12, 34, 56, 123_456)
+            ),
+            "\"2024-02-29 12:34:56.123456\""
+        );
+        assert_eq!(
+            j(
+                Kind::Timestamp,
+                3,
+                Value::Date(2024, 2, 29, 12, 34, 56, 123_000)
+            ),
+            "\"2024-02-29T12:34:56.123Z\""
+        );
+        assert_eq!(
+            j(Kind::Time, 6, Value::Time(true, 34, 22, 59, 59, 0)),
+            "\"-838:59:59.000000\""
+        );
+        assert_eq!(
+            j(Kind::Time, 0, Value::Time(false, 0, 1, 2, 3, 0)),
+            "\"01:02:03\""
+        );
+        assert_eq!(
+            j(Kind::Binary, 0, Value::Bytes(vec![0, 1, 255])),
+            "\"AAH/\""
+        );
+        assert_eq!(
+            j(Kind::Bit, 0, Value::Bytes(vec![0xff; 8])),
+            "18446744073709551615"
+        );
+        assert_eq!(
+            j(
+                Kind::Text,
+                0,
+                Value::Bytes("a\"\\\n\u{1}😀".as_bytes().to_vec())
+            ),
+            "\"a\\\"\\\\\\n\\u0001😀\""
+        );
+        assert_eq!(
+            j(Kind::Json, 0, Value::Bytes(br#"{"a": [1, 2]}"#.to_vec())),
+            r#"{"a": [1, 2]}"#
+        );
+        assert_eq!(
+            j(Kind::Json, 0, Value::Bytes(b"{\n}".to_vec())),
+            "\"{\\n}\""
+        );
+        assert_eq!(j(Kind::Text, 0, Value::NULL), "null");
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error() {
+        let mut out = Vec::new();
+        assert!(write_json(&mut out, Kind::Text, 0, &Value::Bytes(vec![0xff])).is_err());
+    }
+
+    #[test]
+    fn key_values_round_trip() {
+        for v in [
+            Value::NULL,
+            Value::Int(-3),
+            Value::UInt(u64::MAX),
+            Value::Bytes(b"k\0x".to_vec()),
+            Value::Date(2024, 1, 2, 3, 4, 5, 6),
+            Value::Time(true, 1, 2, 3, 4, 5),
+            Value::Double(1.5),
+        ] {
+            let k = KeyValue::from_value(&v);
+            let text = serde_json::to_string(&k).expect("ser");
+            let back: KeyValue = serde_json::from_str(&text).expect("de");
+            assert_eq!(back.to_value().expect("value"), v);
+        }
+    }
+}
