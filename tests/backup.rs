@@ -264,13 +264,13 @@ fn sigterm_stops_cleanly_and_resumes() {
         "[snapshot]\nthreads = 2\nchunk_rows = 300\nthrottle = { rows_per_sec = 3000 }\n\n\
          [[tables]]\nschema = \"sigterm\"\ntable = \"items\"\n",
     );
-    let child = bin()
+    let mut child = bin()
         .args(backup_args(&m))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(1200));
+    wait_for_chunks(&m, 2, &mut child);
     let st = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -291,7 +291,7 @@ fn sigterm_stops_cleanly_and_resumes() {
     let s: Value = serde_json::from_slice(&o.stdout).expect("status json");
     assert_eq!(s["backups"][0]["status"], "running");
     let done = s["backups"][0]["chunks_done"].as_u64().expect("done");
-    assert!(done > 0 && done < 20, "{s}");
+    assert!((2..20).contains(&done), "{s}");
     // Resume.
     let o = backup_ok(&m, &[]);
     assert!(
@@ -321,7 +321,7 @@ fn fresh_starts_over_and_list_shows_complete_backups() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(700));
+    wait_for_chunks(&m, 1, &mut child);
     child.kill().expect("kill");
     let _ = child.wait();
     let partial: Vec<_> = std::fs::read_dir(case.out())
@@ -523,7 +523,7 @@ fn manifest_change_refuses_resume_without_fresh() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(600));
+    wait_for_chunks(&m, 1, &mut child);
     child.kill().expect("kill");
     let _ = child.wait();
     let text_before = std::fs::read_to_string(&m).expect("read");

@@ -336,6 +336,33 @@ pub fn read_table(backup_dir: &Path, table: &str) -> Vec<serde_json::Value> {
     rows
 }
 
+/// Polls `status --json` until the unfinished backup has at least `min_done` chunks done
+/// (the child must still be running); panics after 30 s.
+pub fn wait_for_chunks(manifest: &Path, min_done: u64, child: &mut std::process::Child) {
+    let m = manifest.to_string_lossy().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = run(&["status", "-m", &m, "--json"]);
+        if o.status.success() {
+            let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status json");
+            let running = s["backups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|b| b["status"] == "running");
+            if running.is_some_and(|b| b["chunks_done"].as_u64().unwrap_or(0) >= min_done) {
+                return;
+            }
+        }
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "the backup ended before it could be interrupted"
+        );
+        assert!(Instant::now() < deadline, "no progress within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Every file below `dir` whose name marks it temporary.
 pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
