@@ -89,7 +89,7 @@ impl Progress {
                 MULTI.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
             let overall = multi.add(ProgressBar::new(total.max(1)));
             overall.set_style(style(
-                "{prefix:>24.bold} [{bar:30}] {human_pos}/~{human_len} rows {binary_bytes} {per_sec} ETA {eta}",
+                "{prefix:>24.bold} [{bar:30}] {human_pos}/~{human_len} rows {msg} ETA {eta}",
             ));
             overall.set_prefix("total");
             let bars = tables
@@ -141,14 +141,16 @@ impl Progress {
         }
         if let Some(o) = &self.overall {
             o.inc(rows);
-            let total: u64 = self
-                .items
-                .iter()
-                .map(|i| i.rows.load(Ordering::Relaxed))
-                .sum();
+            let (total, bytes) = self.totals();
             if total > o.length().unwrap_or(0) {
                 o.set_length(total);
             }
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            o.set_message(format!(
+                "{:.0} rows/s, {:.1} MiB/s read",
+                total as f64 / secs,
+                bytes as f64 / 1_048_576.0 / secs
+            ));
         }
     }
 

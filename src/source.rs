@@ -613,6 +613,16 @@ pub struct BinlogPos {
     pub gtid: Option<String>,
 }
 
+impl std::fmt::Display for BinlogPos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.pos)?;
+        if let Some(g) = &self.gtid {
+            write!(f, " gtid {g}")?;
+        }
+        Ok(())
+    }
+}
+
 impl BinlogPos {
     /// Orders positions by file sequence and offset.
     pub fn key(&self) -> (String, u64) {
@@ -808,7 +818,12 @@ pub async fn consistent_point(
         position
     };
     let held_ms = u64::try_from(held.as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(lock = ?lock, held_ms, position = ?position, "Consistent point taken.");
+    tracing::info!(
+        lock = ?lock,
+        held_ms,
+        position = %position.as_ref().map_or_else(|| "none".to_string(), ToString::to_string),
+        "Consistent point taken."
+    );
     Ok((
         SnapshotPoint {
             lock,

@@ -175,6 +175,19 @@ impl IntoArray for Value {
     }
 }
 
+/// Starts a backup and kills it (-9) once `n` chunks are done.
+fn kill9_after_chunks(m: &Path, n: u64) {
+    let mut child = bin()
+        .args(backup_args(m))
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for_chunks(m, n, &mut child);
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
+
 fn backup_args(m: &Path) -> Vec<String> {
     vec![
         "backup".into(),
@@ -315,15 +328,7 @@ fn fresh_starts_over_and_list_shows_complete_backups() {
         "[snapshot]\nthreads = 1\nchunk_rows = 200\nthrottle = { rows_per_sec = 2000 }\n\n\
          [[tables]]\nschema = \"fresh\"\ntable = \"items\"\n",
     );
-    let mut child = bin()
-        .args(backup_args(&m))
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    wait_for_chunks(&m, 1, &mut child);
-    child.kill().expect("kill");
-    let _ = child.wait();
+    kill9_after_chunks(&m, 1);
     let partial: Vec<_> = std::fs::read_dir(case.out())
         .expect("out")
         .flatten()
@@ -517,15 +522,7 @@ fn manifest_change_refuses_resume_without_fresh() {
         "[snapshot]\nthreads = 1\nchunk_rows = 100\nthrottle = { rows_per_sec = 1500 }\n\n\
          [[tables]]\nschema = \"changed\"\ntable = \"items\"\n",
     );
-    let mut child = bin()
-        .args(backup_args(&m))
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    wait_for_chunks(&m, 1, &mut child);
-    child.kill().expect("kill");
-    let _ = child.wait();
+    kill9_after_chunks(&m, 1);
     let text_before = std::fs::read_to_string(&m).expect("read");
     std::fs::write(
         &m,
@@ -536,4 +533,54 @@ fn manifest_change_refuses_resume_without_fresh() {
     let o = run(&["backup", "-m", &ms, "--no-progress"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--fresh"), "{}", text(&o));
+}
+
+/// Without RELOAD the per-table lock is used; without LOCK TABLES either, no lock (with a
+/// warning). Either way the rows are right and metadata.json records how the point was taken.
+#[test]
+fn lock_fallbacks_are_used_and_recorded() {
+    let case = Case::new("locks");
+    create_items(&case, 1500);
+    server().sql(
+        "CREATE USER IF NOT EXISTS 'lt'@'localhost' IDENTIFIED BY 'lt-pw';
+         CREATE USER IF NOT EXISTS 'lt'@'%' IDENTIFIED BY 'lt-pw';
+         GRANT SELECT, LOCK TABLES, BINLOG MONITOR ON *.* TO 'lt'@'localhost';
+         GRANT SELECT, LOCK TABLES, BINLOG MONITOR ON *.* TO 'lt'@'%';
+         CREATE USER IF NOT EXISTS 'sel'@'localhost' IDENTIFIED BY 'sel-pw';
+         CREATE USER IF NOT EXISTS 'sel'@'%' IDENTIFIED BY 'sel-pw';
+         GRANT SELECT ON locks.* TO 'sel'@'localhost';
+         GRANT SELECT ON locks.* TO 'sel'@'%';",
+    );
+    let want = by_id(server().json_rows(&format!("USE locks; {ITEMS_JSON}")));
+    for (user, pw, lock) in [("lt", "lt-pw", "table_locks"), ("sel", "sel-pw", "none")] {
+        let _ = std::fs::remove_dir_all(case.dir.join("out"));
+        let _ = std::fs::remove_file(case.dir.join("state.db"));
+        let m = case.manifest_with_source(
+            &format!(
+                "url = \"mysql://{user}@127.0.0.1:{}\"\npassword_env = \"ST_LOCK_PW\"",
+                server().port
+            ),
+            "[snapshot]\nthreads = 2\nchunk_rows = 400\n\n[[tables]]\nschema = \"locks\"\ntable = \"items\"\n",
+        );
+        let o = bin()
+            .args(backup_args(&m))
+            .env("ST_LOCK_PW", pw)
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{user}: {}", text(&o));
+        let b = &case.complete_backups()[0];
+        let meta = metadata(b);
+        assert_eq!(
+            meta["snapshot"]["lock"], lock,
+            "{user}: {}",
+            meta["snapshot"]
+        );
+        if lock == "none" {
+            assert!(text(&o).contains("without a lock"), "{user}: {}", text(&o));
+        }
+        assert!(
+            by_id(read_table(b, "locks.items")) == want,
+            "{user}: rows differ"
+        );
+    }
 }
