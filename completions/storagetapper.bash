@@ -34,6 +34,9 @@ _storagetapper() {
             storagetapper,plan)
                 cmd="storagetapper__subcmd__plan"
                 ;;
+            storagetapper,restore)
+                cmd="storagetapper__subcmd__restore"
+                ;;
             storagetapper,status)
                 cmd="storagetapper__subcmd__status"
                 ;;
@@ -55,6 +58,9 @@ _storagetapper() {
             storagetapper__subcmd__help,plan)
                 cmd="storagetapper__subcmd__help__subcmd__plan"
                 ;;
+            storagetapper__subcmd__help,restore)
+                cmd="storagetapper__subcmd__help__subcmd__restore"
+                ;;
             storagetapper__subcmd__help,status)
                 cmd="storagetapper__subcmd__help__subcmd__status"
                 ;;
@@ -65,7 +71,7 @@ _storagetapper() {
 
     case "${cmd}" in
         storagetapper)
-            opts="-v -q -h -V --log-format --verbose --quiet --no-progress --help --version backup plan status list completions man help"
+            opts="-v -q -h -V --log-format --verbose --quiet --no-progress --help --version backup restore plan status list completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -135,7 +141,7 @@ _storagetapper() {
             return 0
             ;;
         storagetapper__subcmd__help)
-            opts="backup plan status list completions man help"
+            opts="backup restore plan status list completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -232,6 +238,20 @@ _storagetapper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        storagetapper__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         storagetapper__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -302,6 +322,56 @@ _storagetapper() {
                     return 0
                     ;;
                 -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        storagetapper__subcmd__restore)
+            opts="-m -b -t -v -q -h -V --manifest --backup --target --table --threads --replace --no-binlog --log-format --verbose --quiet --no-progress --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --manifest)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --table)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -t)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -55,6 +55,31 @@ json\:"One JSON object per line"))' \
 '--version[Print version]' \
 && ret=0
 ;;
+(restore)
+_arguments "${_arguments_options[@]}" : \
+'-m+[The manifest (TOML) whose destination holds the backup]:FILE:_files' \
+'--manifest=[The manifest (TOML) whose destination holds the backup]:FILE:_files' \
+'-b+[Backup id, or \`latest\`]:ID:_default' \
+'--backup=[Backup id, or \`latest\`]:ID:_default' \
+'--target=[\`mysql\://user@host\:port\[/database\]\`\: a database in the path receives every table, otherwise each table goes back to its original schema]:URL:_default' \
+'--table=[Only tables whose \`schema.table\` matches this glob]:PATTERN:_default' \
+'-t+[Parallel connections (default\: \[snapshot\] threads)]:N:_default' \
+'--threads=[Parallel connections (default\: \[snapshot\] threads)]:N:_default' \
+'--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
+json\:"One JSON object per line"))' \
+'--replace[Drop and recreate target tables that are not empty]' \
+'--no-binlog[Keep the load out of the target'\''s binlog (SET sql_log_bin = 0)]' \
+'*-v[More log output (-v debug, -vv trace)]' \
+'*--verbose[More log output (-v debug, -vv trace)]' \
+'*-q[Less log output (-q warnings only, -qq errors only)]' \
+'*--quiet[Less log output (-q warnings only, -qq errors only)]' \
+'--no-progress[No progress bars or progress log lines]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
 (plan)
 _arguments "${_arguments_options[@]}" : \
 '-m+[The manifest (TOML)]:FILE:_files' \
@@ -155,6 +180,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(restore)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (plan)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -192,6 +221,7 @@ esac
 _storagetapper_commands() {
     local commands; commands=(
 'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest)' \
+'restore:Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same backup into the same target). The target'\''s password comes from STORAGETAPPER_TARGET_PASSWORD' \
 'plan:Dry run\: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing' \
 'status:What the state table holds\: backups and chunk progress' \
 'list:Complete backups present at the destination' \
@@ -215,6 +245,7 @@ _storagetapper__subcmd__completions_commands() {
 _storagetapper__subcmd__help_commands() {
     local commands; commands=(
 'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest)' \
+'restore:Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same backup into the same target). The target'\''s password comes from STORAGETAPPER_TARGET_PASSWORD' \
 'plan:Dry run\: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing' \
 'status:What the state table holds\: backups and chunk progress' \
 'list:Complete backups present at the destination' \
@@ -254,6 +285,11 @@ _storagetapper__subcmd__help__subcmd__plan_commands() {
     local commands; commands=()
     _describe -t commands 'storagetapper help plan commands' commands "$@"
 }
+(( $+functions[_storagetapper__subcmd__help__subcmd__restore_commands] )) ||
+_storagetapper__subcmd__help__subcmd__restore_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper help restore commands' commands "$@"
+}
 (( $+functions[_storagetapper__subcmd__help__subcmd__status_commands] )) ||
 _storagetapper__subcmd__help__subcmd__status_commands() {
     local commands; commands=()
@@ -273,6 +309,11 @@ _storagetapper__subcmd__man_commands() {
 _storagetapper__subcmd__plan_commands() {
     local commands; commands=()
     _describe -t commands 'storagetapper plan commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__restore_commands] )) ||
+_storagetapper__subcmd__restore_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper restore commands' commands "$@"
 }
 (( $+functions[_storagetapper__subcmd__status_commands] )) ||
 _storagetapper__subcmd__status_commands() {

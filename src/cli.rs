@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::layout::{self, Metadata};
 use crate::manifest::Plan;
 use crate::progress::{self, LogWriter};
+use crate::restore::{self, RestoreOptions};
 use crate::sink::Sink;
 use crate::snapshot::{self, BackupOptions};
 use crate::source::{self, Source};
@@ -63,6 +64,33 @@ pub enum Command {
         /// Abandon an unfinished backup of this manifest and start a new one.
         #[arg(long)]
         fresh: bool,
+    },
+    /// Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same
+    /// backup into the same target). The target's password comes from
+    /// STORAGETAPPER_TARGET_PASSWORD.
+    Restore {
+        /// The manifest (TOML) whose destination holds the backup.
+        #[arg(short, long, value_name = "FILE")]
+        manifest: PathBuf,
+        /// Backup id, or `latest`.
+        #[arg(short, long, value_name = "ID", default_value = "latest")]
+        backup: String,
+        /// `mysql://user@host:port[/database]`: a database in the path receives every table,
+        /// otherwise each table goes back to its original schema.
+        #[arg(long, value_name = "URL")]
+        target: String,
+        /// Only tables whose `schema.table` matches this glob.
+        #[arg(long, value_name = "PATTERN")]
+        table: Option<String>,
+        /// Parallel connections (default: [snapshot] threads).
+        #[arg(short, long, value_name = "N")]
+        threads: Option<usize>,
+        /// Drop and recreate target tables that are not empty.
+        #[arg(long)]
+        replace: bool,
+        /// Keep the load out of the target's binlog (SET sql_log_bin = 0).
+        #[arg(long)]
+        no_binlog: bool,
     },
     /// Dry run: resolved tables, columns, chunk keys, estimated rows and bytes, the exact
     /// SELECTs and source checks; writes nothing.
@@ -205,6 +233,43 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Restore {
+            manifest,
+            backup,
+            target,
+            table,
+            threads,
+            replace,
+            no_binlog,
+        } => {
+            let plan = Plan::load(&manifest)?;
+            if threads == Some(0) {
+                anyhow::bail!("--threads must be at least 1");
+            }
+            let cancel = CancellationToken::new();
+            spawn_signal_handler(cancel.clone());
+            let opts = RestoreOptions {
+                backup,
+                target,
+                table,
+                threads,
+                replace,
+                no_binlog,
+                progress: mode,
+            };
+            let out = restore::run(&plan, &opts, cancel).await?;
+            let rate = out.rows_this_run as f64 / out.seconds.max(0.001);
+            println!(
+                "restore of backup {} complete: {} table(s), {} rows loaded in {:.2}s ({:.0} rows/s{})",
+                out.backup_id,
+                out.tables,
+                out.rows_this_run,
+                out.seconds,
+                rate,
+                if out.resumed { ", resumed" } else { "" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plan { manifest } => {
             let plan = Plan::load(&manifest)?;
             print_plan(&plan).await?;
@@ -250,7 +315,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-        tracing::warn!("Stopping: discarding files in flight; the backup stays resumable.");
+        tracing::warn!("Stopping: discarding work in flight; the run stays resumable.");
         cancel.cancel();
     });
 }

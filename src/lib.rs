@@ -5,9 +5,11 @@
 //! [`snapshot`], the destination in [`sink`], the state table in [`state`].
 
 pub mod cli;
+pub mod format;
 pub mod layout;
 pub mod manifest;
 pub mod progress;
+pub mod restore;
 pub mod schema;
 pub mod sink;
 pub mod snapshot;

@@ -622,11 +622,11 @@ impl Validator<'_> {
         // Destination.
         let destination = parse_destination(&m.destination.url, &self.base_dir())
             .map_err(|msg| self.err(&[Key("destination"), Key("url")], msg))?;
-        if m.destination.format != Format::Json {
+        if !matches!(m.destination.format, Format::Json | Format::Sql) {
             return Err(self.err(
                 &[Key("destination"), Key("format")],
                 format!(
-                    "format `{}` is not implemented yet in this version; use \"json\"",
+                    "format `{}` is not implemented yet in this version; use \"json\" or \"sql\"",
                     m.destination.format.ext()
                 ),
             ));

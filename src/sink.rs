@@ -164,6 +164,64 @@ impl Sink {
     }
 }
 
+impl Sink {
+    /// Opens `path` for reading by blocking code: a task streams it in pieces through a
+    /// bounded channel, so memory stays bounded whatever the file size.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub async fn open_read(&self, path: &str) -> Result<ChannelReader> {
+        use futures::StreamExt;
+        let reader = self
+            .op
+            .reader_with(path)
+            .chunk(1 << 20)
+            .await
+            .with_context(|| format!("cannot open {path} at {}", self.display))?;
+        let mut stream = reader
+            .into_bytes_stream(..)
+            .await
+            .with_context(|| format!("cannot read {path} at {}", self.display))?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        let name = path.to_string();
+        tokio::spawn(async move {
+            while let Some(piece) = stream.next().await {
+                let failed = piece.is_err();
+                let piece = piece.map_err(|e| std::io::Error::other(format!("{name}: {e}")));
+                if tx.send(piece).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(ChannelReader {
+            rx,
+            cur: bytes::Bytes::new(),
+        })
+    }
+}
+
+/// A `Read` over pieces sent by an async task (see [`Sink::open_read`]); use it on a blocking
+/// thread.
+pub struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    cur: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(piece) => self.cur = piece?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
 fn tmp_name(path: &str) -> String {
     let (dir, name) = match path.rsplit_once('/') {
         Some((d, n)) => (format!("{d}/"), n),

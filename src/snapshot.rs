@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::format;
 use crate::layout::{
     self, ChunkMeta, ChunkPoint, Metadata, SchemaFile, SnapshotMeta, SourceMeta, TableMeta,
 };
@@ -119,16 +120,13 @@ impl TableSpec {
         self.schema.full_name()
     }
 
-    /// (kind, fsp) of each written column.
-    fn kinds(&self) -> Vec<(Kind, u32)> {
-        self.columns
-            .iter()
-            .map(|c| {
-                self.schema
-                    .column(c)
-                    .map_or((Kind::Text, 0), |col| (col.kind, col.fsp))
-            })
-            .collect()
+    /// The table as the format encoders and decoders see it.
+    pub fn format_table(&self) -> format::TableInfo {
+        format::TableInfo {
+            schema: self.schema.schema.clone(),
+            table: self.schema.table.clone(),
+            columns: format::ColumnInfo::list(&self.schema, &self.columns),
+        }
     }
 
     /// Positions of the key columns in the SELECT list, and their kinds.
@@ -280,6 +278,7 @@ struct Shared {
     run: String,
     lock: source::LockMode,
     zstd_level: Option<i32>,
+    encode_opts: format::EncodeOptions,
     remaining: Mutex<Vec<usize>>,
 }
 
@@ -469,6 +468,7 @@ pub async fn run(
             Compression::Zstd => Some(m.destination.compression_level.unwrap_or(3)),
             Compression::None => None,
         },
+        encode_opts: format::EncodeOptions::default(),
         remaining: Mutex::new(remaining),
     });
 
@@ -739,12 +739,11 @@ impl Out {
     }
 }
 
-/// Encodes batches of rows as JSON lines through zstd; runs on a blocking thread.
+/// Encodes batches of rows in the manifest's format through zstd; runs on a blocking thread.
 fn encode_chunk(
-    mut rx: mpsc::Receiver<Vec<Row>>,
+    mut rx: mpsc::Receiver<Vec<Vec<Value>>>,
     tx: mpsc::Sender<Vec<u8>>,
-    kinds: Vec<(Kind, u32)>,
-    names: Vec<String>,
+    mut encoder: Box<dyn format::RowEncoder>,
     key_pos: Vec<(usize, Kind, u32)>,
     zstd_level: Option<i32>,
 ) -> Result<Encoded> {
@@ -758,42 +757,19 @@ fn encode_chunk(
         Some(level) => Out::Zstd(zstd::stream::write::Encoder::new(sink, level)?),
         None => Out::Plain(sink),
     };
-    // Pre-encoded `"name":` prefixes, one per column.
-    let prefixes: Vec<Vec<u8>> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let mut p = Vec::new();
-            p.push(if i == 0 { b'{' } else { b',' });
-            value::write_str(&mut p, n);
-            p.push(b':');
-            p
-        })
-        .collect();
     let mut rows = 0u64;
     let mut first_key = None;
     let mut last_key = None;
     let mut buf = Vec::with_capacity(BATCH_BYTES + 4096);
-    let take_key = |row: &Row| -> Vec<Value> {
+    let take_key = |row: &[Value]| -> Vec<Value> {
         key_pos
             .iter()
-            .map(|(p, _, _)| row.as_ref(*p).cloned().unwrap_or(Value::NULL))
+            .map(|(p, _, _)| row.get(*p).cloned().unwrap_or(Value::NULL))
             .collect()
     };
     while let Some(batch) = rx.blocking_recv() {
         buf.clear();
-        for row in &batch {
-            for (i, (kind, fsp)) in kinds.iter().enumerate() {
-                buf.extend_from_slice(&prefixes[i]);
-                let v = row.as_ref(i).unwrap_or(&Value::NULL);
-                value::write_json(&mut buf, *kind, *fsp, v)
-                    .map_err(|e| anyhow!("column `{}`: {e}", names[i]))?;
-            }
-            if kinds.is_empty() {
-                buf.push(b'{');
-            }
-            buf.extend_from_slice(b"}\n");
-        }
+        encoder.rows(&batch, &mut buf)?;
         if first_key.is_none()
             && let Some(r) = batch.first()
         {
@@ -805,6 +781,9 @@ fn encode_chunk(
         rows += batch.len() as u64;
         out.writer().write_all(&buf)?;
     }
+    buf.clear();
+    encoder.finish(&mut buf)?;
+    out.writer().write_all(&buf)?;
     let mut sink = out.finish()?;
     sink.ship()?;
     Ok(Encoded {
@@ -843,14 +822,13 @@ async fn read_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<ChunkDone
         .chunk_query(job.lower.as_deref(), job.upper.as_deref());
     let mut file = sh.sink.create(&path).await?;
 
-    let (row_tx, row_rx) = mpsc::channel::<Vec<Row>>(2);
+    let (row_tx, row_rx) = mpsc::channel::<Vec<Vec<Value>>>(2);
     let (buf_tx, mut buf_rx) = mpsc::channel::<Vec<u8>>(4);
-    let kinds = spec.kinds();
+    let row_encoder = format::encoder(m.destination.format, &spec.format_table(), sh.encode_opts)?;
     let key_pos = spec.key_positions();
-    let names = spec.columns.clone();
     let level = sh.zstd_level;
     let encoder = tokio::task::spawn_blocking(move || {
-        encode_chunk(row_rx, buf_tx, kinds, names, key_pos, level)
+        encode_chunk(row_rx, buf_tx, row_encoder, key_pos, level)
     });
 
     let reader = async {
@@ -877,7 +855,7 @@ async fn read_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<ChunkDone
             match next {
                 Some(row) => {
                     batch_bytes += row_bytes(&row);
-                    batch.push(row);
+                    batch.push(row.unwrap());
                     if batch.len() < batch_rows && batch_bytes < BATCH_BYTES {
                         continue;
                     }

@@ -434,7 +434,19 @@ pub fn choose_chunk_key(
 /// `(c1 > ? OR (c1 = ? AND c2 > ?))` for a lower bound, `… <= ?` for an upper one; returns the
 /// SQL and how many times each key value is bound (in order).
 fn bound_condition(cols: &[String], lower: bool) -> (String, Vec<usize>) {
-    let (strict, last) = if lower { (">", ">") } else { ("<", "<=") };
+    bound_condition_with(cols, lower, !lower)
+}
+
+/// A bound condition on a (composite) key: `lower` gives `>` (`>=` when `inclusive`),
+/// otherwise `<` (`<=`); returns the SQL and the key index bound at each `?`.
+pub fn bound_condition_with(cols: &[String], lower: bool, inclusive: bool) -> (String, Vec<usize>) {
+    let strict = if lower { ">" } else { "<" };
+    let last = match (lower, inclusive) {
+        (true, true) => ">=",
+        (true, false) => ">",
+        (false, true) => "<=",
+        (false, false) => "<",
+    };
     let mut sql = String::new();
     let mut order = Vec::new();
     build_cond(cols, 0, strict, last, &mut sql, &mut order);

@@ -176,6 +176,31 @@ pub trait StateStore: Send + Sync {
     /// # Errors
     /// On storage failure.
     fn set_status(&self, backup_id: &str, status: BackupStatus) -> Result<()>;
+    /// The unfinished restore of `backup_id` into `target`, if any.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn unfinished_restore(&self, backup_id: &str, target: &str) -> Result<Option<String>>;
+    /// Records a new restore.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn create_restore(&self, id: &str, backup_id: &str, target: &str) -> Result<()>;
+    /// Chunks a restore has loaded (committed in the target): (table, chunk).
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn restored_chunks(&self, id: &str) -> Result<Vec<(String, i64)>>;
+    /// Marks a chunk loaded.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn restore_chunk_done(&self, id: &str, table: &str, chunk_no: i64, rows: u64) -> Result<()>;
+    /// Marks a restore complete.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn finish_restore(&self, id: &str) -> Result<()>;
 }
 
 /// SQLite state, one file per job by default.
@@ -219,6 +244,22 @@ CREATE TABLE IF NOT EXISTS chunks (
     lease_owner TEXT,
     lease_expiry TEXT,
     PRIMARY KEY (backup_id, table_name, chunk_no)
+);
+CREATE TABLE IF NOT EXISTS restores (
+    id TEXT PRIMARY KEY,
+    backup_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS restore_chunks (
+    restore_id TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    chunk_no INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    done_at TEXT NOT NULL,
+    PRIMARY KEY (restore_id, table_name, chunk_no)
 );
 CREATE TABLE IF NOT EXISTS positions (
     stream TEXT PRIMARY KEY,
@@ -329,6 +370,56 @@ impl SqliteState {
 }
 
 impl StateStore for SqliteState {
+    fn unfinished_restore(&self, backup_id: &str, target: &str) -> Result<Option<String>> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT id FROM restores WHERE backup_id = ?1 AND target = ?2 AND status = 'running' \
+                 ORDER BY started_at DESC LIMIT 1",
+                params![backup_id, target],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn create_restore(&self, id: &str, backup_id: &str, target: &str) -> Result<()> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO restores (id, backup_id, target, status, started_at) \
+             VALUES (?1, ?2, ?3, 'running', ?4)",
+            params![id, backup_id, target, chrono::Utc::now().to_rfc3339()],
+        )
+        .with_context(|| format!("cannot record restore {id}"))?;
+        Ok(())
+    }
+
+    fn restored_chunks(&self, id: &str) -> Result<Vec<(String, i64)>> {
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare("SELECT table_name, chunk_no FROM restore_chunks WHERE restore_id = ?1")?;
+        let rows = stmt.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(Into::into)
+    }
+
+    fn restore_chunk_done(&self, id: &str, table: &str, chunk_no: i64, rows: u64) -> Result<()> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT OR REPLACE INTO restore_chunks (restore_id, table_name, chunk_no, rows, done_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, table, chunk_no, i64::try_from(rows)?, chrono::Utc::now().to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    fn finish_restore(&self, id: &str) -> Result<()> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE restores SET status = 'complete', finished_at = ?2 WHERE id = ?1",
+            params![id, chrono::Utc::now().to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
     fn create_backup(
         &self,
         b: &BackupRecord,

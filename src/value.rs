@@ -187,6 +187,230 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// The canonical form of a value for its column kind, shared by every encoder and decoder:
+/// BIT and unsigned integers become `UInt`, signed integers and YEAR `Int`; everything else is
+/// as the binary protocol gives it.
+pub fn canonical(kind: Kind, v: Value) -> Value {
+    match (kind, v) {
+        (Kind::Bit, Value::Bytes(b)) => {
+            Value::UInt(b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+        }
+        (Kind::Bit, Value::Int(i)) => Value::UInt(i as u64),
+        // The binary protocol sends small unsigned values as signed and the other way round.
+        (Kind::UInt, Value::Int(i)) if i >= 0 => Value::UInt(i as u64),
+        (Kind::Int | Kind::Year, Value::UInt(u)) if i64::try_from(u).is_ok() => {
+            Value::Int(u as i64)
+        }
+        (_, v) => v,
+    }
+}
+
+/// Writes `v` as a MariaDB/MySQL literal (for INSERT statements). Strings use backslash
+/// escapes (the session must not have NO_BACKSLASH_ESCAPES), bytes are hex literals.
+///
+/// # Errors
+/// When the value does not fit its kind.
+pub fn write_sql(out: &mut Vec<u8>, kind: Kind, fsp: u32, v: &Value) -> Result<(), ValueError> {
+    match (kind, v) {
+        (_, Value::NULL) => out.extend_from_slice(b"NULL"),
+        (_, Value::Int(i)) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        (_, Value::UInt(u)) => out.extend_from_slice(itoa::Buffer::new().format(*u).as_bytes()),
+        (_, Value::Float(f)) => {
+            write_sql_float(out, ryu::Buffer::new().format(*f), f.is_sign_negative())
+        }
+        (_, Value::Double(f)) => {
+            write_sql_float(out, ryu::Buffer::new().format(*f), f.is_sign_negative())
+        }
+        (
+            Kind::Date | Kind::DateTime | Kind::Timestamp | Kind::Time,
+            Value::Date(..) | Value::Time(..),
+        ) => {
+            // The JSON text of a temporal value is `"…"`; for SQL it becomes `'…'` without the
+            // `T`/`Z` of TIMESTAMP (the session time zone is UTC).
+            let start = out.len();
+            write_json(
+                out,
+                if kind == Kind::Timestamp {
+                    Kind::DateTime
+                } else {
+                    kind
+                },
+                fsp,
+                v,
+            )?;
+            out[start] = b'\'';
+            let end = out.len() - 1;
+            out[end] = b'\'';
+        }
+        (Kind::Binary | Kind::Geometry, Value::Bytes(b)) => write_hex(out, b),
+        (Kind::Bit, Value::Bytes(b)) => {
+            let n = b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
+        (
+            Kind::Int | Kind::UInt | Kind::Year | Kind::Decimal | Kind::Float | Kind::Double,
+            Value::Bytes(b),
+        ) => {
+            if b.is_empty()
+                || !b
+                    .iter()
+                    .all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
+            {
+                return Err(ValueError(format!(
+                    "not a number: {:?}",
+                    String::from_utf8_lossy(b)
+                )));
+            }
+            out.extend_from_slice(b);
+        }
+        (_, Value::Bytes(b)) => write_sql_str(out, b),
+        (_, other) => {
+            return Err(ValueError(format!(
+                "{other:?} does not fit a {kind:?} column"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn write_sql_float(out: &mut Vec<u8>, text: &str, negative: bool) {
+    // `-0.0` would be read as the DECIMAL 0; a float literal keeps the sign.
+    if text == "-0.0" && negative {
+        out.extend_from_slice(b"-0e0");
+    } else {
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// `X'…'`.
+pub fn write_hex(out: &mut Vec<u8>, b: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.reserve(b.len() * 2 + 3);
+    out.extend_from_slice(b"X'");
+    for &x in b {
+        out.push(HEX[usize::from(x >> 4)]);
+        out.push(HEX[usize::from(x & 15)]);
+    }
+    out.push(b'\'');
+}
+
+/// A quoted string literal with MariaDB's backslash escapes.
+pub fn write_sql_str(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(b'\'');
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'\'' => b"\\'",
+            b'\\' => b"\\\\",
+            0 => b"\\0",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            0x1a => b"\\Z",
+            _ => continue,
+        };
+        out.extend_from_slice(&b[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&b[start..]);
+    out.push(b'\'');
+}
+
+fn bad(kind: Kind, text: &str) -> ValueError {
+    ValueError(format!("`{text}` is not a valid {kind:?} value"))
+}
+
+fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
+    s.parse().ok()
+}
+
+/// Parses `YYYY-MM-DD[( |T)HH:MM:SS[.ffffff]][Z]` into a DATE/DATETIME value.
+pub fn parse_datetime(kind: Kind, s: &str) -> Result<Value, ValueError> {
+    let t = s.strip_suffix('Z').unwrap_or(s);
+    let (date, time) = match t.split_once([' ', 'T']) {
+        Some((d, tm)) => (d, Some(tm)),
+        None => (t, None),
+    };
+    let mut dp = date.splitn(3, '-');
+    let (Some(y), Some(m), Some(d)) = (dp.next(), dp.next(), dp.next()) else {
+        return Err(bad(kind, s));
+    };
+    let (y, m, d) = (num::<u16>(y), num::<u8>(m), num::<u8>(d));
+    let (Some(y), Some(m), Some(d)) = (y, m, d) else {
+        return Err(bad(kind, s));
+    };
+    let (h, mi, sec, us) = match time {
+        None => (0, 0, 0, 0),
+        Some(tm) => {
+            let (neg, h, mi, sec, us) = parse_hms(tm).ok_or_else(|| bad(kind, s))?;
+            if neg || h > 23 {
+                return Err(bad(kind, s));
+            }
+            (h as u8, mi, sec, us)
+        }
+    };
+    Ok(Value::Date(y, m, d, h, mi, sec, us))
+}
+
+/// `[-]H+:MM:SS[.f]` → (negative, hours, minutes, seconds, microseconds).
+fn parse_hms(s: &str) -> Option<(bool, u32, u8, u8, u32)> {
+    let (neg, t) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (main, frac) = match t.split_once('.') {
+        Some((a, f)) => (a, Some(f)),
+        None => (t, None),
+    };
+    let mut p = main.splitn(3, ':');
+    let h: u32 = num(p.next()?)?;
+    let m: u8 = num(p.next()?)?;
+    let sec: u8 = num(p.next()?)?;
+    let us = match frac {
+        None => 0,
+        Some(f) if f.len() <= 6 && f.bytes().all(|c| c.is_ascii_digit()) && !f.is_empty() => {
+            num::<u32>(f)? * 10u32.pow(6 - f.len() as u32)
+        }
+        Some(_) => return None,
+    };
+    Some((neg, h, m, sec, us))
+}
+
+/// Parses `[-]HHH:MM:SS[.f]` into a TIME value.
+pub fn parse_time(s: &str) -> Result<Value, ValueError> {
+    let (neg, h, m, sec, us) = parse_hms(s).ok_or_else(|| bad(Kind::Time, s))?;
+    Ok(Value::Time(neg, h / 24, (h % 24) as u8, m, sec, us))
+}
+
+/// Parses one field of a JSON-lines row (its raw JSON text) back into the canonical value.
+///
+/// # Errors
+/// When the text does not fit the column kind.
+pub fn from_json(kind: Kind, raw: &str) -> Result<Value, ValueError> {
+    let raw = raw.trim();
+    if raw == "null" {
+        return Ok(Value::NULL);
+    }
+    let string = || -> Result<String, ValueError> {
+        serde_json::from_str::<String>(raw)
+            .map_err(|e| ValueError(format!("expected a JSON string, got `{raw}`: {e}")))
+    };
+    Ok(match kind {
+        Kind::Int | Kind::Year => Value::Int(num(raw).ok_or_else(|| bad(kind, raw))?),
+        Kind::UInt | Kind::Bit => Value::UInt(num(raw).ok_or_else(|| bad(kind, raw))?),
+        Kind::Float => Value::Float(num(raw).ok_or_else(|| bad(kind, raw))?),
+        Kind::Double => Value::Double(num(raw).ok_or_else(|| bad(kind, raw))?),
+        Kind::Decimal | Kind::Text | Kind::Enum | Kind::Set => Value::Bytes(string()?.into_bytes()),
+        Kind::Date | Kind::DateTime | Kind::Timestamp => parse_datetime(kind, &string()?)?,
+        Kind::Time => parse_time(&string()?)?,
+        Kind::Binary | Kind::Geometry => Value::Bytes(
+            B64.decode(string()?)
+                .map_err(|e| ValueError(format!("not base64: {e}")))?,
+        ),
+        Kind::Json => Value::Bytes(raw.as_bytes().to_vec()),
+    })
+}
+
 /// A value of a chunk key, stored without loss (state table, `metadata.json`) and bound back
 /// as a statement parameter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,631 @@
+//! `restore`: load a backup (any format) into a MySQL/MariaDB server.
+//!
+//! Tables are created from `schema.sql` (into the URL's database, or each table's original
+//! schema), then chunks are loaded in parallel: each chunk file is streamed, decompressed and
+//! decoded on a blocking thread, turned into multi-row INSERTs (no more than the server's
+//! `max_allowed_packet`), and executed in one transaction per chunk.
+//!
+//! Invariant (exactly once across kills): a chunk is recorded as loaded in the state only after
+//! its transaction committed; a resumed restore first deletes the key range of every chunk not
+//! recorded (it may have committed just before the kill), then loads it again.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{BufReader, Read};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use globset::Glob;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder, Value};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::format::{self, ColumnInfo, EncodeOptions, sql::SqlEncoder};
+use crate::layout::{self, Metadata, SchemaFile, TableMeta};
+use crate::manifest::Plan;
+use crate::progress::{self, Progress};
+use crate::schema::{quote_ident, quote_table};
+use crate::sink::Sink;
+use crate::snapshot::Interrupted;
+use crate::source;
+use crate::state::{SqliteState, StateStore};
+use crate::value;
+
+/// Environment variable holding the target's password.
+pub const TARGET_PASSWORD_ENV: &str = "STORAGETAPPER_TARGET_PASSWORD";
+
+/// Options from the command line.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Backup id or `latest`.
+    pub backup: String,
+    /// `mysql://user@host:port[/database]`.
+    pub target: String,
+    /// Only tables matching this glob (`schema.table`).
+    pub table: Option<String>,
+    /// Parallel connections.
+    pub threads: Option<usize>,
+    /// Drop and recreate non-empty target tables.
+    pub replace: bool,
+    /// Do not write the restore to the target's binlog.
+    pub no_binlog: bool,
+    /// Progress display.
+    pub progress: progress::Mode,
+}
+
+/// What a restore reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreOutcome {
+    /// The backup restored.
+    pub backup_id: String,
+    /// Tables restored.
+    pub tables: usize,
+    /// Rows loaded by this run.
+    pub rows_this_run: u64,
+    /// Seconds.
+    pub seconds: f64,
+    /// Resumed an unfinished restore.
+    pub resumed: bool,
+}
+
+struct Target {
+    opts: Opts,
+    database: Option<String>,
+    display: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target> {
+        let rest = url
+            .strip_prefix("mysql://")
+            .ok_or_else(|| anyhow!("--target `{url}` is not a mysql:// URL"))?;
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if authority
+            .rsplit_once('@')
+            .is_some_and(|(u, _)| u.contains(':'))
+        {
+            bail!("--target holds a password: remove it and set {TARGET_PASSWORD_ENV}");
+        }
+        let opts = Opts::from_url(url).map_err(|e| anyhow!("invalid --target URL: {e}"))?;
+        let database = opts.db_name().map(str::to_string).filter(|d| !d.is_empty());
+        let display = format!(
+            "{}@{}:{}/{}",
+            opts.user().unwrap_or(""),
+            opts.ip_or_hostname(),
+            opts.tcp_port(),
+            database.as_deref().unwrap_or("")
+        );
+        let password = std::env::var(TARGET_PASSWORD_ENV).ok();
+        let opts = OptsBuilder::from_opts(opts)
+            .db_name(None::<String>)
+            .pass(password)
+            .tcp_nodelay(true)
+            .into();
+        Ok(Target {
+            opts,
+            database,
+            display,
+        })
+    }
+
+    async fn connect(&self) -> Result<Conn> {
+        Conn::new(self.opts.clone())
+            .await
+            .with_context(|| format!("cannot connect to the target {}", self.display))
+    }
+}
+
+/// Finds `id` (or the newest complete backup for `latest`) at the destination.
+///
+/// # Errors
+/// When there is no such complete backup.
+pub async fn resolve_backup(sink: &Sink, name: &str, wanted: &str) -> Result<(String, Metadata)> {
+    let id = if wanted == "latest" {
+        let mut dirs = sink.list(name).await?;
+        dirs.sort();
+        let mut found = None;
+        for d in dirs.iter().rev().filter(|d| d.ends_with('/')) {
+            if sink.exists(&format!("{d}metadata.json")).await? {
+                found = d
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .map(str::to_string);
+                break;
+            }
+        }
+        found.ok_or_else(|| anyhow!("no complete backup of `{name}` at {}", sink.display))?
+    } else {
+        wanted.to_string()
+    };
+    let path = format!("{}/metadata.json", layout::backup_dir(name, &id));
+    if !sink.exists(&path).await? {
+        bail!(
+            "backup {id} of `{name}` is not complete at {} (no metadata.json)",
+            sink.display
+        );
+    }
+    let meta: Metadata = serde_json::from_slice(&sink.get(&path).await?)
+        .with_context(|| format!("{path} is not valid metadata"))?;
+    Ok((id, meta))
+}
+
+struct TablePlan {
+    meta: TableMeta,
+    schema: SchemaFile,
+    columns: Arc<[ColumnInfo]>,
+    /// Written columns that are not generated (the INSERT list).
+    pick: Vec<usize>,
+    database: String,
+}
+
+impl TablePlan {
+    fn name(&self) -> String {
+        format!("{}.{}", self.meta.schema, self.meta.table)
+    }
+    fn target_sql(&self) -> String {
+        quote_table(&self.database, &self.meta.table)
+    }
+}
+
+struct Job {
+    table: usize,
+    chunk_no: i64,
+}
+
+struct Shared {
+    sink: Sink,
+    dir: String,
+    format: crate::manifest::Format,
+    tables: Vec<TablePlan>,
+    jobs: Mutex<VecDeque<Job>>,
+    state: Arc<dyn StateStore>,
+    restore_id: String,
+    cancel: CancellationToken,
+    progress: Arc<Progress>,
+    max_statement: usize,
+}
+
+/// Runs (or resumes) a restore.
+///
+/// # Errors
+/// Any failure; [`Interrupted`] when cancelled. The restore stays resumable.
+pub async fn run(
+    plan: &Plan,
+    opts: &RestoreOptions,
+    cancel: CancellationToken,
+) -> Result<RestoreOutcome> {
+    let started = Instant::now();
+    let name = &plan.manifest.name;
+    let sink = Sink::new(&plan.destination)?;
+    let (backup_id, meta) = resolve_backup(&sink, name, &opts.backup).await?;
+    let dir = layout::backup_dir(name, &backup_id);
+    let filter = opts
+        .table
+        .as_deref()
+        .map(|p| Glob::new(p).map(|g| g.compile_matcher()))
+        .transpose()
+        .context("--table is not a valid glob")?;
+    let target = Target::parse(&opts.target)?;
+    let mut tables = Vec::new();
+    for t in &meta.tables {
+        let full = format!("{}.{}", t.schema, t.table);
+        if filter.as_ref().is_some_and(|f| !f.is_match(&full)) {
+            continue;
+        }
+        let tdir = format!("{dir}/{}", layout::table_dir(&t.schema, &t.table));
+        let schema: SchemaFile =
+            serde_json::from_slice(&sink.get(&format!("{tdir}/schema.json")).await?)
+                .with_context(|| format!("{tdir}/schema.json is not valid"))?;
+        let columns = ColumnInfo::list(&schema.schema, &t.columns);
+        let pick = t
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !schema.schema.column(c).is_some_and(|col| col.generated))
+            .map(|(i, _)| i)
+            .collect();
+        tables.push(TablePlan {
+            meta: t.clone(),
+            columns,
+            pick,
+            database: target.database.clone().unwrap_or_else(|| t.schema.clone()),
+            schema,
+        });
+    }
+    if tables.is_empty() {
+        bail!(
+            "--table {} matches no table of backup {backup_id} (tables: {})",
+            opts.table.as_deref().unwrap_or("*"),
+            meta.tables
+                .iter()
+                .map(|t| format!("{}.{}", t.schema, t.table))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    let state: Arc<dyn StateStore> = Arc::new(SqliteState::from_url(&plan.state)?);
+    let target_key = format!(
+        "{}#{}",
+        target.display,
+        tables
+            .iter()
+            .map(TablePlan::name)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let existing = state.unfinished_restore(&backup_id, &target_key)?;
+    let resumed = existing.is_some();
+    let mut coord = target.connect().await?;
+    session_setup(&mut coord, false).await?;
+    let max_packet: u64 = coord
+        .query_first("SELECT @@max_allowed_packet")
+        .await?
+        .unwrap_or(16 << 20);
+    let restore_id = match existing {
+        Some(id) => {
+            tracing::info!(restore = %id, "Resuming the unfinished restore.");
+            id
+        }
+        None => {
+            for t in &tables {
+                let create = sink
+                    .get(&format!(
+                        "{dir}/{}/schema.sql",
+                        layout::table_dir(&t.meta.schema, &t.meta.table)
+                    ))
+                    .await?;
+                prepare_table(
+                    &mut coord,
+                    t,
+                    &String::from_utf8_lossy(&create),
+                    opts.replace,
+                )
+                .await?;
+            }
+            let id = format!(
+                "{backup_id}@{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+            );
+            state.create_restore(&id, &backup_id, &target_key)?;
+            id
+        }
+    };
+    let done: HashSet<(String, i64)> = state.restored_chunks(&restore_id)?.into_iter().collect();
+    let mut jobs = VecDeque::new();
+    for (ti, t) in tables.iter().enumerate() {
+        for (ci, _) in t.meta.chunks.iter().enumerate() {
+            let chunk_no = i64::try_from(ci)?;
+            if !done.contains(&(t.name(), chunk_no)) {
+                if resumed {
+                    // It may have committed just before the kill: clear its key range first
+                    // (one at a time, before the parallel load, so they cannot deadlock).
+                    clear_chunk(&mut coord, t, ci)
+                        .await
+                        .with_context(|| format!("clearing chunk {ci} of {}", t.name()))?;
+                }
+                jobs.push_back(Job {
+                    table: ti,
+                    chunk_no,
+                });
+            }
+        }
+    }
+    drop(coord);
+    let progress = Progress::new(
+        opts.progress,
+        &tables
+            .iter()
+            .map(|t| (t.name(), t.meta.rows))
+            .collect::<Vec<_>>(),
+    );
+    let logger = progress.spawn_logger(std::time::Duration::from_secs(5));
+    let threads = opts
+        .threads
+        .unwrap_or(plan.manifest.snapshot.threads)
+        .max(1);
+    tracing::info!(backup = %backup_id, tables = tables.len(), chunks = jobs.len(), threads, target = %target.display, "Restoring.");
+    let shared = Arc::new(Shared {
+        sink,
+        dir,
+        format: meta.format,
+        tables,
+        jobs: Mutex::new(jobs),
+        state,
+        restore_id: restore_id.clone(),
+        cancel: cancel.clone(),
+        progress: Arc::clone(&progress),
+        max_statement: usize::try_from(
+            max_packet.saturating_sub(64 << 10).clamp(64 << 10, 8 << 20),
+        )?,
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..threads {
+        let mut conn = target.connect().await?;
+        session_setup(&mut conn, opts.no_binlog).await?;
+        let sh = Arc::clone(&shared);
+        tasks.spawn(async move {
+            let r = worker(&sh, conn).await;
+            if r.is_err() {
+                sh.cancel.cancel();
+            }
+            r
+        });
+    }
+    let mut first_err: Option<anyhow::Error> = None;
+    while let Some(r) = tasks.join_next().await {
+        let r = r
+            .map_err(|e| anyhow!("worker panicked: {e}"))
+            .and_then(|r| r);
+        if let Err(e) = r
+            && first_err
+                .as_ref()
+                .is_none_or(|f| f.is::<Interrupted>() && !e.is::<Interrupted>())
+        {
+            first_err = Some(e);
+        }
+    }
+    if let Some(l) = logger {
+        l.abort();
+    }
+    progress.finish();
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    shared.state.finish_restore(&restore_id)?;
+    Ok(RestoreOutcome {
+        backup_id,
+        tables: shared.tables.len(),
+        rows_this_run: progress.totals().0,
+        seconds: started.elapsed().as_secs_f64(),
+        resumed,
+    })
+}
+
+async fn session_setup(conn: &mut Conn, no_binlog: bool) -> Result<()> {
+    conn.query_drop(
+        "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', \
+         unique_checks = 0, foreign_key_checks = 0",
+    )
+    .await
+    .context("cannot set up the target session")?;
+    if no_binlog {
+        conn.query_drop("SET sql_log_bin = 0").await.context(
+            "--no-binlog: SET sql_log_bin = 0 was refused (needs SUPER or BINLOG ADMIN)",
+        )?;
+    }
+    Ok(())
+}
+
+async fn prepare_table(
+    conn: &mut Conn,
+    t: &TablePlan,
+    create_sql: &str,
+    replace: bool,
+) -> Result<()> {
+    conn.query_drop(format!(
+        "CREATE DATABASE IF NOT EXISTS {}",
+        quote_ident(&t.database)
+    ))
+    .await
+    .with_context(|| format!("cannot create database {}", t.database))?;
+    let exists: Option<u64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (&t.database, &t.meta.table),
+        )
+        .await?;
+    if exists.unwrap_or(0) > 0 {
+        let any: Option<u8> = conn
+            .query_first(format!("SELECT 1 FROM {} LIMIT 1", t.target_sql()))
+            .await?;
+        if any.is_some() && !replace {
+            bail!(
+                "target table {}.{} is not empty: use --replace to drop and recreate it",
+                t.database,
+                t.meta.table
+            );
+        }
+        conn.query_drop(format!("DROP TABLE {}", t.target_sql()))
+            .await?;
+    }
+    conn.query_drop(format!("USE {}", quote_ident(&t.database)))
+        .await?;
+    conn.query_drop(create_sql.trim_end().trim_end_matches(';'))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot create {}.{} from schema.sql",
+                t.database, t.meta.table
+            )
+        })?;
+    tracing::debug!(table = %t.name(), database = %t.database, "Table created.");
+    Ok(())
+}
+
+async fn worker(sh: &Shared, mut conn: Conn) -> Result<()> {
+    loop {
+        if sh.cancel.is_cancelled() {
+            return Err(Interrupted.into());
+        }
+        let job = sh
+            .jobs
+            .lock()
+            .map_err(|_| anyhow!("job queue poisoned"))?
+            .pop_front();
+        let Some(job) = job else { break };
+        let t = &sh.tables[job.table];
+        let mut attempt = 0;
+        let rows = loop {
+            attempt += 1;
+            match load_chunk(sh, &mut conn, &job).await {
+                Ok(rows) => break rows,
+                // Parallel loads into one table can deadlock in InnoDB; the chunk's
+                // transaction was rolled back, so it is simply loaded again.
+                Err(e) if attempt < 5 && is_retryable(&e) => {
+                    tracing::warn!(table = %t.name(), chunk = job.chunk_no, attempt, error = %format!("{e:#}"), "Retrying chunk.");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "restoring chunk {} of {}",
+                        job.chunk_no,
+                        t.name()
+                    )));
+                }
+            }
+        };
+        sh.state
+            .restore_chunk_done(&sh.restore_id, &t.name(), job.chunk_no, rows)?;
+    }
+    conn.disconnect().await.ok();
+    Ok(())
+}
+
+/// Deadlock or lock wait timeout: the transaction was rolled back and may be retried.
+fn is_retryable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<mysql_async::Error>(),
+            Some(mysql_async::Error::Server(s)) if s.code == 1213 || s.code == 1205
+        )
+    })
+}
+
+/// Deletes the rows of a chunk's key range (a resumed chunk may have been committed).
+async fn clear_chunk(conn: &mut Conn, t: &TablePlan, chunk_no: usize) -> Result<()> {
+    let c = &t.meta.chunks[chunk_no];
+    let Some(key) = &t.meta.chunk_key else {
+        // One chunk holds the whole table.
+        conn.query_drop(format!("DELETE FROM {}", t.target_sql()))
+            .await?;
+        return Ok(());
+    };
+    let (Some(first), Some(last)) = (c.first_key.as_array(), c.last_key.as_array()) else {
+        return Ok(()); // empty chunk
+    };
+    let values = |keys: &[serde_json::Value]| -> Result<Vec<Value>> {
+        key.columns
+            .iter()
+            .zip(keys)
+            .map(|(name, k)| {
+                let col = t
+                    .schema
+                    .schema
+                    .column(name)
+                    .ok_or_else(|| anyhow!("key column {name} missing from schema.json"))?;
+                value::from_json(col.kind, &k.to_string()).map_err(|e| anyhow!("key {name}: {e}"))
+            })
+            .collect()
+    };
+    let (lo_sql, lo_order) = source::bound_condition_with(&key.columns, true, true);
+    let (hi_sql, hi_order) = source::bound_condition_with(&key.columns, false, true);
+    let lo = values(first)?;
+    let hi = values(last)?;
+    let mut params: Vec<Value> = lo_order.iter().map(|&i| lo[i].clone()).collect();
+    params.extend(hi_order.iter().map(|&i| hi[i].clone()));
+    conn.exec_drop(
+        format!("DELETE FROM {} WHERE {lo_sql} AND {hi_sql}", t.target_sql()),
+        params,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn load_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<u64> {
+    let t = &sh.tables[job.table];
+    let ci = usize::try_from(job.chunk_no)?;
+    let chunk = &t.meta.chunks[ci];
+    let path = format!("{}/{}", sh.dir, chunk.file);
+    let reader = sh.sink.open_read(&path).await?;
+    let zst = chunk.file.ends_with(".zst");
+    let format = sh.format;
+    let table = format::TableInfo {
+        schema: t.meta.schema.clone(),
+        table: t.meta.table.clone(),
+        columns: Arc::clone(&t.columns),
+    };
+    let mut enc = SqlEncoder::for_insert(
+        &t.target_sql(),
+        &t.columns,
+        t.pick.clone(),
+        EncodeOptions {
+            max_statement_bytes: sh.max_statement,
+        },
+    );
+    let (tx, mut rx) = mpsc::channel::<(u64, Vec<Vec<u8>>)>(4);
+    let file = path.clone();
+    let decoder = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let input: Box<dyn Read + Send> = if zst {
+            Box::new(zstd::stream::read::Decoder::new(reader).context("zstd")?)
+        } else {
+            Box::new(reader)
+        };
+        let mut dec = format::decoder(
+            format,
+            &table,
+            Box::new(BufReader::with_capacity(1 << 20, input)),
+        )?;
+        let mut rows = 0u64;
+        while let Some(batch) = dec
+            .next_batch(2000)
+            .with_context(|| format!("decoding {file}"))?
+        {
+            rows += batch.len() as u64;
+            let stmts = enc.statements(&batch)?;
+            if tx.blocking_send((batch.len() as u64, stmts)).is_err() {
+                break;
+            }
+        }
+        Ok(rows)
+    });
+    conn.query_drop("START TRANSACTION").await?;
+    let mut loaded = 0u64;
+    let mut exec_err = None;
+    while let Some((n, stmts)) = rx.recv().await {
+        if sh.cancel.is_cancelled() {
+            exec_err = Some(anyhow::Error::new(Interrupted));
+            break;
+        }
+        for s in stmts {
+            if let Err(e) = conn.query_drop(s).await {
+                exec_err = Some(
+                    anyhow::Error::new(e).context(format!("INSERT into {} failed", t.target_sql())),
+                );
+                break;
+            }
+        }
+        if exec_err.is_some() {
+            break;
+        }
+        loaded += n;
+        sh.progress.add(job.table, n, 0);
+    }
+    drop(rx);
+    let decoded = decoder
+        .await
+        .map_err(|e| anyhow!("decoder panicked: {e}"))?;
+    if let Some(e) = exec_err {
+        conn.query_drop("ROLLBACK").await.ok();
+        return Err(e);
+    }
+    let decoded = match decoded {
+        Ok(n) => n,
+        Err(e) => {
+            conn.query_drop("ROLLBACK").await.ok();
+            return Err(e);
+        }
+    };
+    if decoded != chunk.rows || loaded != chunk.rows {
+        conn.query_drop("ROLLBACK").await.ok();
+        bail!(
+            "{path}: metadata.json says {} rows, the file holds {decoded}",
+            chunk.rows
+        );
+    }
+    conn.query_drop("COMMIT").await.context("COMMIT")?;
+    Ok(loaded)
+}
