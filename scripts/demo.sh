@@ -9,6 +9,11 @@
 #   4. storagetapper list / status, the backup's file tree, a sample row per table
 #   5. verify: sha256 and row count of every chunk against metadata.json, and each table's
 #      decoded line count against SELECT COUNT(*) on the source (with the manifest's `where`)
+#   6. restore drill: storagetapper restore into a new database `demo_restored` on the same
+#      server, then CHECKSUM TABLE of every table against the source. A table the manifest
+#      restricts (`columns`, `exclude_columns` or `where`) cannot match the whole source table:
+#      its row count is compared with the filtered source count instead, plus a CRC32 sum over
+#      the backed-up columns
 #
 # Exit status: 0 all tables match, 1 a mismatch, 2 anything else failed.
 set -euo pipefail
@@ -231,6 +236,64 @@ while IFS=$'\t' read -r schema table meta_rows meta_bytes where; do
 done <<<"$tables_tsv"
 verify_secs=$(elapsed "$t0" "$(now)")
 
+# ---------------------------------------------------------------------------------------------
+RESTORE_DB=demo_restored
+TARGET=mysql://root@127.0.0.1:$PORT/$RESTORE_DB
+step "Restore drill: storagetapper restore -m $MANIFEST --target $TARGET --no-progress"
+t0=$(now)
+"$ST" restore -m "$MANIFEST" --target "$TARGET" --no-progress
+restore_secs=$(elapsed "$t0" "$(now)")
+
+step "Comparing $RESTORE_DB with the source"
+# The backed-up columns of each table, in order, from metadata.json.
+columns_tsv=$(printf "SELECT CONCAT(m.s, '.', m.t), GROUP_CONCAT(m.c ORDER BY m.n SEPARATOR ',') FROM JSON_TABLE('%s', '\$.tables[*]' COLUMNS (s VARCHAR(64) PATH '\$.schema', t VARCHAR(64) PATH '\$.table', NESTED PATH '\$.columns[*]' COLUMNS (n FOR ORDINALITY, c VARCHAR(64) PATH '\$'))) m GROUP BY m.s, m.t" "$meta_sql" | sql -N -B -r)
+declare -A backed_up_columns
+while IFS=$'\t' read -r name cols; do
+    backed_up_columns[$name]=$cols
+done <<<"$columns_tsv"
+qi() { printf '`%s`' "${1//\`/\`\`}"; }
+t0=$(now)
+restore_report=()
+restricted=()
+while IFS=$'\t' read -r schema table meta_rows meta_bytes where; do
+    name=$schema.$table
+    src_table="$(qi "$schema").$(qi "$table")"
+    dst_table="$(qi "$RESTORE_DB").$(qi "$table")"
+    all_cols=$(sql -N -B -e "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION SEPARATOR ',') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '${schema//\'/\'\'}' AND TABLE_NAME = '${table//\'/\'\'}'")
+    if [ -z "$where" ] && [ "$all_cols" = "${backed_up_columns[$name]:-}" ]; then
+        # The whole table was backed up: the restored copy must have the same checksum.
+        how="CHECKSUM TABLE"
+        src=$(sql -N -B -e "CHECKSUM TABLE $src_table" | cut -f2) || src=ERROR
+        dst=$(sql -N -B -e "CHECKSUM TABLE $dst_table" | cut -f2) || dst=ERROR
+    else
+        # Restricted by the manifest: the restored table holds the filtered rows and, in the
+        # other columns, their defaults. Compare the row count with the filtered source count,
+        # and a CRC32 sum over the backed-up columns (QUOTE keeps NULL apart from 'NULL').
+        IFS=, read -r -a cols <<<"${backed_up_columns[$name]:-}"
+        crc="COALESCE(SUM(CRC32(CONCAT_WS(',',"
+        for i in "${!cols[@]}"; do
+            [ "$i" -eq 0 ] || crc+=","
+            crc+="QUOTE($(qi "${cols[$i]}"))"
+        done
+        crc+="))), 0)"
+        IFS=, read -r -a source_cols <<<"$all_cols"
+        how="rows, crc32 of ${#cols[@]}/${#source_cols[@]} columns"
+        restricted+=("$name")
+        filter=""
+        [ -z "$where" ] || filter=" WHERE ($where)"
+        src=$(sql -N -B -e "SELECT CONCAT(COUNT(*), ' rows, crc ', $crc) FROM $src_table$filter") || src=ERROR
+        dst=$(sql -N -B -e "SELECT CONCAT(COUNT(*), ' rows, crc ', $crc) FROM $dst_table") || dst=ERROR
+    fi
+    result=OK
+    if [ -z "$src" ] || [ "$src" = ERROR ] || [ "$src" = NULL ] || [ "$src" != "$dst" ]; then
+        result=MISMATCH
+        problems=$((problems + 1))
+    fi
+    [ -z "$where" ] || result=$(printf '%-8s (where %s)' "$result" "$where")
+    restore_report+=("$(printf '%-16s %-28s %33s %33s  %s' "$name" "$how" "$src" "$dst" "$result")")
+done <<<"$tables_tsv"
+compare_secs=$(elapsed "$t0" "$(now)")
+
 step "Report ($BACKUP)"
 printf '%-16s %12s %12s %7s %12s %12s  %s\n' table "source rows" "backup rows" chunks "zstd bytes" "json bytes" result
 printf '%s\n' "${report[@]}"
@@ -238,6 +301,17 @@ printf '%-16s %12s %12s %7s %12s %12s\n' total "$total_src" "$total_bak" "" "$to
 awk -v s="$backup_secs" -v r="$total_bak" -v v="$verify_secs" -v z="$total_bytes" -v j="$total_json" 'BEGIN {
     printf "backup %.2f s (%.0f rows/s, wall clock incl. start-up); verification %.2f s; zstd ratio %.1fx\n",
         s, (s > 0 ? r / s : 0), v, (z > 0 ? j / z : 0) }'
+
+printf '\nrestore drill: backup -> %s, compared with the source\n' "$RESTORE_DB"
+printf '%-16s %-28s %33s %33s  %s\n' table compared source restored result
+printf '%s\n' "${restore_report[@]}"
+for name in "${restricted[@]}"; do
+    printf '%s: restricted by the manifest (columns/where), so not CHECKSUM TABLE: its row count\n' "$name"
+    printf '    is compared with the filtered source count, plus a CRC32 sum over the backed-up columns\n'
+done
+awk -v s="$restore_secs" -v r="$total_bak" -v c="$compare_secs" 'BEGIN {
+    printf "restore %.2f s (%d rows, %.0f rows/s, wall clock incl. start-up); comparison %.2f s\n",
+        s, r, (s > 0 ? r / s : 0), c }'
 
 if [ "$problems" -ne 0 ]; then
     echo "demo: $problems mismatch(es)" >&2

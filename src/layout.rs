@@ -26,9 +26,10 @@ pub fn table_dir(schema: &str, table: &str) -> String {
 
 /// File name of chunk `n`.
 pub fn chunk_file(n: i64, format: Format, compression: Compression) -> String {
-    let z = match compression {
-        Compression::Zstd => ".zst",
-        Compression::None => "",
+    let z = match (format, compression) {
+        // Parquet compresses inside the file, so every Parquet reader opens it.
+        (Format::Parquet, _) | (_, Compression::None) => "",
+        (_, Compression::Zstd) => ".zst",
     };
     format!("{n:05}.{}{z}", format.ext())
 }

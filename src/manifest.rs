@@ -622,15 +622,6 @@ impl Validator<'_> {
         // Destination.
         let destination = parse_destination(&m.destination.url, &self.base_dir())
             .map_err(|msg| self.err(&[Key("destination"), Key("url")], msg))?;
-        if !matches!(m.destination.format, Format::Json | Format::Sql) {
-            return Err(self.err(
-                &[Key("destination"), Key("format")],
-                format!(
-                    "format `{}` is not implemented yet in this version; use \"json\" or \"sql\"",
-                    m.destination.format.ext()
-                ),
-            ));
-        }
         if let Some(level) = m.destination.compression_level
             && !(1..=22).contains(&level)
         {

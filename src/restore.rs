@@ -554,6 +554,7 @@ async fn load_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<u64> {
         t.pick.clone(),
         EncodeOptions {
             max_statement_bytes: sh.max_statement,
+            inner_zstd: None,
         },
     );
     let (tx, mut rx) = mpsc::channel::<(u64, Vec<Vec<u8>>)>(4);

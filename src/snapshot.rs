@@ -25,7 +25,7 @@ use crate::format;
 use crate::layout::{
     self, ChunkMeta, ChunkPoint, Metadata, SchemaFile, SnapshotMeta, SourceMeta, TableMeta,
 };
-use crate::manifest::{Compression, Plan, Seg};
+use crate::manifest::{Compression, Format, Plan, Seg};
 use crate::progress::{self, Progress};
 use crate::schema::{ChunkKey, Kind, TableSchema};
 use crate::sink::Sink;
@@ -401,7 +401,13 @@ pub async fn run(
         )
         .await?
     };
-    write_schema_files(&sink, &layout::backup_dir(&m.name, &backup_id), &specs).await?;
+    write_schema_files(
+        &sink,
+        &layout::backup_dir(&m.name, &backup_id),
+        &specs,
+        m.destination.format,
+    )
+    .await?;
 
     let chunks = state.chunks(&backup_id)?;
     let mut jobs = VecDeque::new();
@@ -464,11 +470,17 @@ pub async fn run(
         jobs: Mutex::new(jobs),
         run: run_started,
         lock: point.lock,
-        zstd_level: match m.destination.compression {
-            Compression::Zstd => Some(m.destination.compression_level.unwrap_or(3)),
-            Compression::None => None,
+        zstd_level: match (m.destination.format, m.destination.compression) {
+            (Format::Parquet, _) | (_, Compression::None) => None,
+            (_, Compression::Zstd) => Some(m.destination.compression_level.unwrap_or(3)),
         },
-        encode_opts: format::EncodeOptions::default(),
+        encode_opts: format::EncodeOptions {
+            inner_zstd: match m.destination.compression {
+                Compression::Zstd => Some(m.destination.compression_level.unwrap_or(3)),
+                Compression::None => None,
+            },
+            ..format::EncodeOptions::default()
+        },
         remaining: Mutex::new(remaining),
     });
 
@@ -612,8 +624,23 @@ async fn create_backup(
 
 /// Writes `schema.sql` and `schema.json` of every table (again, on a resumed run: a killed run
 /// may not have written them all).
-async fn write_schema_files(sink: &Sink, dir: &str, specs: &[TableSpec]) -> Result<()> {
+async fn write_schema_files(
+    sink: &Sink,
+    dir: &str,
+    specs: &[TableSpec],
+    format: Format,
+) -> Result<()> {
     for spec in specs {
+        if format == Format::Avro {
+            let tdir = format!(
+                "{dir}/{}",
+                layout::table_dir(&spec.schema.schema, &spec.schema.table)
+            );
+            let mut avsc =
+                serde_json::to_vec_pretty(&format::avro::schema_json(&spec.format_table()))?;
+            avsc.push(b'\n');
+            sink.put(&format!("{tdir}/schema.avsc"), avsc).await?;
+        }
         let tdir = format!(
             "{dir}/{}",
             layout::table_dir(&spec.schema.schema, &spec.schema.table)

@@ -5,7 +5,10 @@
 //! Invariant: `decode(encode(rows)) == rows` for canonical values of every column kind
 //! (see [`crate::value::canonical`]).
 
+pub mod avro;
 pub mod json;
+pub mod msgpack;
+pub mod parquet;
 pub mod sql;
 
 use std::io::BufRead;
@@ -103,12 +106,15 @@ pub trait RowDecoder: Send {
 pub struct EncodeOptions {
     /// Upper bound of one SQL statement in bytes.
     pub max_statement_bytes: usize,
+    /// zstd level inside the file, for formats that compress themselves (Parquet).
+    pub inner_zstd: Option<i32>,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
             max_statement_bytes: 1 << 20,
+            inner_zstd: Some(3),
         }
     }
 }
@@ -116,7 +122,7 @@ impl Default for EncodeOptions {
 /// The encoder for `format`.
 ///
 /// # Errors
-/// For a format that is not implemented.
+/// When the encoder cannot start.
 pub fn encoder(
     format: Format,
     table: &TableInfo,
@@ -125,14 +131,16 @@ pub fn encoder(
     Ok(match format {
         Format::Json => Box::new(json::JsonEncoder::new(table)),
         Format::Sql => Box::new(sql::SqlEncoder::new(table, opts)),
-        other => anyhow::bail!("format `{}` is not implemented yet", other.ext()),
+        Format::Msgpack => Box::new(msgpack::MsgpackEncoder::new(table)),
+        Format::Avro => Box::new(avro::AvroEncoder::new(table)),
+        Format::Parquet => Box::new(parquet::ParquetEncoder::new(table, opts.inner_zstd)?),
     })
 }
 
 /// The decoder for `format` reading `input`.
 ///
 /// # Errors
-/// For a format that is not implemented.
+/// When the input does not start like a file of that format.
 pub fn decoder(
     format: Format,
     table: &TableInfo,
@@ -141,7 +149,9 @@ pub fn decoder(
     Ok(match format {
         Format::Json => Box::new(json::JsonDecoder::new(table, input)),
         Format::Sql => Box::new(sql::SqlDecoder::new(table, input)),
-        other => anyhow::bail!("format `{}` is not implemented yet", other.ext()),
+        Format::Msgpack => Box::new(msgpack::MsgpackDecoder::new(table, input)),
+        Format::Avro => Box::new(avro::AvroDecoder::new(table, input)?),
+        Format::Parquet => Box::new(parquet::ParquetDecoder::new(table, input)),
     })
 }
 
@@ -240,6 +250,7 @@ pub(crate) mod tests {
             &table,
             EncodeOptions {
                 max_statement_bytes: 300,
+                inner_zstd: Some(3),
             },
         )
         .expect("encoder");

@@ -333,6 +333,7 @@ mod tests {
             &table,
             EncodeOptions {
                 max_statement_bytes: 1024,
+                inner_zstd: None,
             },
         );
         let mut out = Vec::new();

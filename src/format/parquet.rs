@@ -1,0 +1,628 @@
+//! Parquet through arrow: one row group per at most 128k rows (or 64 MiB buffered, whichever
+//! comes first, so memory stays bounded), column statistics on, zstd inside the file when the
+//! manifest asks for compression (Parquet files get no outer `.zst`, so any reader opens them).
+//!
+//! Types: INT8…INT64 and UINT8…UINT64 by the MySQL integer width, DECIMAL(p,s) as
+//! Decimal128/Decimal256(p,s), FLOAT/DOUBLE, DATE as Date32, DATETIME as Timestamp(µs) without
+//! time zone, TIMESTAMP as Timestamp(µs, UTC), TIME as INT64 microseconds, YEAR as INT16,
+//! text/ENUM/SET/JSON as UTF8, binary/spatial as BINARY, BIT as UINT64. Each field carries the
+//! MySQL type in its metadata (`mysql_type`). Zero dates: the typed value is null and the exact
+//! text is in the `__storagetapper_raw` column (a JSON object, column name → text).
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, anyhow, bail};
+use arrow_array::builder::{
+    BinaryBuilder, Date32Builder, Decimal128Builder, Decimal256Builder, Float32Builder,
+    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use mysql_async::Value;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::avro::{epoch_micros, from_epoch_micros};
+use super::json::RAW_FIELD;
+use super::msgpack::temporal_text;
+use super::{ColumnInfo, RowDecoder, RowEncoder, TableInfo};
+use crate::schema::Kind;
+use crate::value;
+
+/// Rows per row group at most.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Buffered bytes that end a row group early.
+const ROW_GROUP_BYTES: usize = 64 << 20;
+
+fn int_width(column_type: &str) -> u8 {
+    let t = column_type.to_ascii_lowercase();
+    if t.starts_with("tinyint") {
+        8
+    } else if t.starts_with("smallint") {
+        16
+    } else if t.starts_with("mediumint") || t.starts_with("int") {
+        32
+    } else {
+        64
+    }
+}
+
+fn decimal_ps(column_type: &str) -> (u8, i8) {
+    let inner = column_type
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(a, _)| a)
+        .unwrap_or("10,0");
+    let mut it = inner
+        .split(',')
+        .map(|x| x.trim().parse::<u8>().unwrap_or(0));
+    let p = it.next().unwrap_or(10);
+    let s = it.next().unwrap_or(0);
+    (p, i8::try_from(s).unwrap_or(0))
+}
+
+fn data_type(c: &ColumnInfo) -> DataType {
+    match c.kind {
+        Kind::Int => match int_width(&c.column_type) {
+            8 => DataType::Int8,
+            16 => DataType::Int16,
+            32 => DataType::Int32,
+            _ => DataType::Int64,
+        },
+        Kind::UInt => match int_width(&c.column_type) {
+            8 => DataType::UInt8,
+            16 => DataType::UInt16,
+            32 => DataType::UInt32,
+            _ => DataType::UInt64,
+        },
+        Kind::Year => DataType::Int16,
+        Kind::Decimal => {
+            let (p, s) = decimal_ps(&c.column_type);
+            if p <= 38 {
+                DataType::Decimal128(p.max(1), s)
+            } else {
+                DataType::Decimal256(p, s)
+            }
+        }
+        Kind::Float => DataType::Float32,
+        Kind::Double => DataType::Float64,
+        Kind::Date => DataType::Date32,
+        Kind::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
+        Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        Kind::Time => DataType::Int64,
+        Kind::Text | Kind::Enum | Kind::Set | Kind::Json => DataType::Utf8,
+        Kind::Binary | Kind::Geometry => DataType::Binary,
+        Kind::Bit => DataType::UInt64,
+    }
+}
+
+/// The Arrow schema of a table's Parquet files.
+pub fn arrow_schema(table: &TableInfo) -> SchemaRef {
+    let mut fields: Vec<Field> = table
+        .columns
+        .iter()
+        .map(|c| {
+            Field::new(&c.name, data_type(c), true).with_metadata(HashMap::from([(
+                "mysql_type".to_string(),
+                c.column_type.clone(),
+            )]))
+        })
+        .collect();
+    fields.push(Field::new(RAW_FIELD, DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+}
+
+enum Col {
+    I8(Int8Builder),
+    I16(Int16Builder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    U8(UInt8Builder),
+    U16(UInt16Builder),
+    U32(UInt32Builder),
+    U64(UInt64Builder),
+    D128(Decimal128Builder, u8, i8),
+    D256(Decimal256Builder, u8, i8),
+    F32(Float32Builder),
+    F64(Float64Builder),
+    Date(Date32Builder),
+    Ts(TimestampMicrosecondBuilder, Option<Arc<str>>),
+    Str(StringBuilder),
+    Bin(BinaryBuilder),
+}
+
+impl Col {
+    fn new(t: &DataType) -> Col {
+        match t {
+            DataType::Int8 => Col::I8(Int8Builder::new()),
+            DataType::Int16 => Col::I16(Int16Builder::new()),
+            DataType::Int32 => Col::I32(Int32Builder::new()),
+            DataType::Int64 => Col::I64(Int64Builder::new()),
+            DataType::UInt8 => Col::U8(UInt8Builder::new()),
+            DataType::UInt16 => Col::U16(UInt16Builder::new()),
+            DataType::UInt32 => Col::U32(UInt32Builder::new()),
+            DataType::UInt64 => Col::U64(UInt64Builder::new()),
+            DataType::Decimal128(p, s) => Col::D128(Decimal128Builder::new(), *p, *s),
+            DataType::Decimal256(p, s) => Col::D256(Decimal256Builder::new(), *p, *s),
+            DataType::Float32 => Col::F32(Float32Builder::new()),
+            DataType::Float64 => Col::F64(Float64Builder::new()),
+            DataType::Date32 => Col::Date(Date32Builder::new()),
+            DataType::Timestamp(_, tz) => Col::Ts(TimestampMicrosecondBuilder::new(), tz.clone()),
+            DataType::Binary => Col::Bin(BinaryBuilder::new()),
+            _ => Col::Str(StringBuilder::new()),
+        }
+    }
+
+    fn null(&mut self) {
+        match self {
+            Col::I8(b) => b.append_null(),
+            Col::I16(b) => b.append_null(),
+            Col::I32(b) => b.append_null(),
+            Col::I64(b) => b.append_null(),
+            Col::U8(b) => b.append_null(),
+            Col::U16(b) => b.append_null(),
+            Col::U32(b) => b.append_null(),
+            Col::U64(b) => b.append_null(),
+            Col::D128(b, ..) => b.append_null(),
+            Col::D256(b, ..) => b.append_null(),
+            Col::F32(b) => b.append_null(),
+            Col::F64(b) => b.append_null(),
+            Col::Date(b) => b.append_null(),
+            Col::Ts(b, _) => b.append_null(),
+            Col::Str(b) => b.append_null(),
+            Col::Bin(b) => b.append_null(),
+        }
+    }
+
+    /// Appends `v`; returns false when the value has no typed form (a zero date).
+    fn push(&mut self, v: &Value) -> Result<bool> {
+        let int = |v: &Value| -> Result<i64> {
+            match v {
+                Value::Int(n) => Ok(*n),
+                Value::UInt(n) => Ok(i64::try_from(*n)?),
+                Value::Time(neg, d, h, m, s, us) => {
+                    let micros = ((i64::from(*d) * 24 + i64::from(*h)) * 3600
+                        + i64::from(*m) * 60
+                        + i64::from(*s))
+                        * 1_000_000
+                        + i64::from(*us);
+                    Ok(if *neg { -micros } else { micros })
+                }
+                other => bail!("{other:?} is not an integer"),
+            }
+        };
+        let uint = |v: &Value| -> Result<u64> {
+            match v {
+                Value::UInt(n) => Ok(*n),
+                Value::Int(n) => Ok(u64::try_from(*n)?),
+                Value::Bytes(b) => Ok(b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x))),
+                other => bail!("{other:?} is not an unsigned integer"),
+            }
+        };
+        let text = |v: &Value| -> Result<String> {
+            match v {
+                Value::Bytes(b) => {
+                    String::from_utf8(b.clone()).map_err(|e| anyhow!("text is not UTF-8: {e}"))
+                }
+                other => bail!("{other:?} is not text"),
+            }
+        };
+        if let Value::NULL = v {
+            self.null();
+            return Ok(true);
+        }
+        match self {
+            Col::I8(b) => b.append_value(i8::try_from(int(v)?)?),
+            Col::I16(b) => b.append_value(i16::try_from(int(v)?)?),
+            Col::I32(b) => b.append_value(i32::try_from(int(v)?)?),
+            Col::I64(b) => b.append_value(int(v)?),
+            Col::U8(b) => b.append_value(u8::try_from(uint(v)?)?),
+            Col::U16(b) => b.append_value(u16::try_from(uint(v)?)?),
+            Col::U32(b) => b.append_value(u32::try_from(uint(v)?)?),
+            Col::U64(b) => b.append_value(uint(v)?),
+            Col::D128(b, _, s) => {
+                let unscaled = unscaled_digits(&text(v)?, *s)?;
+                b.append_value(
+                    unscaled
+                        .parse::<i128>()
+                        .map_err(|_| anyhow!("decimal out of range"))?,
+                );
+            }
+            Col::D256(b, _, s) => {
+                let unscaled = unscaled_digits(&text(v)?, *s)?;
+                b.append_value(
+                    arrow_buffer::i256::from_string(&unscaled)
+                        .ok_or_else(|| anyhow!("decimal out of range"))?,
+                );
+            }
+            Col::F32(b) => match v {
+                Value::Float(f) => b.append_value(*f),
+                other => bail!("{other:?} is not a FLOAT"),
+            },
+            Col::F64(b) => match v {
+                Value::Double(f) => b.append_value(*f),
+                other => bail!("{other:?} is not a DOUBLE"),
+            },
+            Col::Date(b) => match epoch_micros(v) {
+                Some(us) => b.append_value(i32::try_from(us.div_euclid(86_400_000_000))?),
+                None => {
+                    b.append_null();
+                    return Ok(false);
+                }
+            },
+            Col::Ts(b, _) => match epoch_micros(v) {
+                Some(us) => b.append_value(us),
+                None => {
+                    b.append_null();
+                    return Ok(false);
+                }
+            },
+            Col::Str(b) => b.append_value(text(v)?),
+            Col::Bin(b) => match v {
+                Value::Bytes(x) => b.append_value(x),
+                other => bail!("{other:?} is not bytes"),
+            },
+        }
+        Ok(true)
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        Ok(match self {
+            Col::I8(b) => Arc::new(b.finish()),
+            Col::I16(b) => Arc::new(b.finish()),
+            Col::I32(b) => Arc::new(b.finish()),
+            Col::I64(b) => Arc::new(b.finish()),
+            Col::U8(b) => Arc::new(b.finish()),
+            Col::U16(b) => Arc::new(b.finish()),
+            Col::U32(b) => Arc::new(b.finish()),
+            Col::U64(b) => Arc::new(b.finish()),
+            Col::D128(b, p, s) => Arc::new(b.finish().with_precision_and_scale(*p, *s)?),
+            Col::D256(b, p, s) => Arc::new(b.finish().with_precision_and_scale(*p, *s)?),
+            Col::F32(b) => Arc::new(b.finish()),
+            Col::F64(b) => Arc::new(b.finish()),
+            Col::Date(b) => Arc::new(b.finish()),
+            Col::Ts(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
+            Col::Str(b) => Arc::new(b.finish()),
+            Col::Bin(b) => Arc::new(b.finish()),
+        })
+    }
+}
+
+/// `-123.4` with scale 3 → `-123400`.
+fn unscaled_digits(text: &str, scale: i8) -> Result<String> {
+    let scale = usize::try_from(scale).unwrap_or(0);
+    let (neg, t) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    if frac.len() > scale || !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit()) {
+        bail!("`{text}` is not a decimal with scale {scale}");
+    }
+    let mut s = String::with_capacity(int.len() + scale + 1);
+    if neg {
+        s.push('-');
+    }
+    s.push_str(int);
+    s.push_str(frac);
+    s.extend(std::iter::repeat_n('0', scale - frac.len()));
+    Ok(s)
+}
+
+/// `-123400` with scale 3 → `-123.400`.
+fn scaled_text(unscaled: &str, scale: i8) -> String {
+    let scale = usize::try_from(scale).unwrap_or(0);
+    let (neg, mut digits) = match unscaled.strip_prefix('-') {
+        Some(r) => (true, r.to_string()),
+        None => (false, unscaled.to_string()),
+    };
+    if scale > 0 {
+        if digits.len() <= scale {
+            digits = format!("{}{digits}", "0".repeat(scale + 1 - digits.len()));
+        }
+        digits.insert(digits.len() - scale, '.');
+    }
+    if neg {
+        digits.insert(0, '-');
+    }
+    digits
+}
+
+/// Collects what the Arrow writer emits.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("buffer poisoned"))?
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn drain_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        let mut b = self.0.lock().map_err(|_| anyhow!("buffer poisoned"))?;
+        out.append(&mut b);
+        Ok(())
+    }
+}
+
+/// Encoder.
+pub struct ParquetEncoder {
+    columns: Arc<[ColumnInfo]>,
+    schema: SchemaRef,
+    writer: Option<ArrowWriter<Shared>>,
+    buf: Shared,
+    scratch: Vec<u8>,
+}
+
+impl ParquetEncoder {
+    /// For a table; `zstd` is the level inside the file (none: uncompressed).
+    ///
+    /// # Errors
+    /// When the writer cannot be created.
+    pub fn new(table: &TableInfo, zstd: Option<i32>) -> Result<ParquetEncoder> {
+        let schema = arrow_schema(table);
+        let compression = match zstd {
+            Some(l) => Compression::ZSTD(ZstdLevel::try_new(l).map_err(|e| anyhow!("{e}"))?),
+            None => Compression::UNCOMPRESSED,
+        };
+        let props = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_created_by(format!("storagetapper {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let buf = Shared::default();
+        let writer = ArrowWriter::try_new(buf.clone(), Arc::clone(&schema), Some(props))
+            .context("cannot start a Parquet file")?;
+        Ok(ParquetEncoder {
+            columns: Arc::clone(&table.columns),
+            schema,
+            writer: Some(writer),
+            buf,
+            scratch: Vec::new(),
+        })
+    }
+}
+
+impl RowEncoder for ParquetEncoder {
+    fn rows(&mut self, rows: &[Vec<Value>], out: &mut Vec<u8>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut cols: Vec<Col> = self
+            .schema
+            .fields()
+            .iter()
+            .take(self.columns.len())
+            .map(|f| Col::new(f.data_type()))
+            .collect();
+        let mut raw = StringBuilder::new();
+        for row in rows {
+            let mut extra: Vec<(String, String)> = Vec::new();
+            for (i, c) in self.columns.iter().enumerate() {
+                let v = row.get(i).unwrap_or(&Value::NULL);
+                let typed = cols[i]
+                    .push(v)
+                    .with_context(|| format!("column `{}`", c.name))?;
+                if !typed {
+                    extra.push((
+                        c.name.clone(),
+                        temporal_text(&mut self.scratch, c.kind, c.fsp, v)?,
+                    ));
+                }
+            }
+            if extra.is_empty() {
+                raw.append_null();
+            } else {
+                let m: serde_json::Map<String, serde_json::Value> = extra
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect();
+                raw.append_value(serde_json::Value::Object(m).to_string());
+            }
+        }
+        let mut arrays: Vec<ArrayRef> = cols.iter_mut().map(Col::finish).collect::<Result<_>>()?;
+        arrays.push(Arc::new(raw.finish()));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&self.schema), arrays).context("arrow batch")?;
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| anyhow!("Parquet file already finished"))?;
+        w.write(&batch).context("Parquet write")?;
+        if w.in_progress_size() > ROW_GROUP_BYTES {
+            w.flush().context("Parquet row group")?;
+        }
+        self.buf.drain_into(out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if let Some(w) = self.writer.take() {
+            w.close().context("Parquet footer")?;
+        }
+        self.buf.drain_into(out)
+    }
+}
+
+/// Decoder: spools the stream to a temporary file (Parquet needs random access), then reads
+/// record batches from it.
+pub struct ParquetDecoder {
+    columns: Arc<[ColumnInfo]>,
+    source: Option<Box<dyn BufRead + Send>>,
+    reader: Option<ParquetRecordBatchReader>,
+}
+
+impl ParquetDecoder {
+    /// Reads `input`.
+    pub fn new(table: &TableInfo, input: Box<dyn BufRead + Send>) -> ParquetDecoder {
+        ParquetDecoder {
+            columns: Arc::clone(&table.columns),
+            source: Some(input),
+            reader: None,
+        }
+    }
+
+    fn open(&mut self, batch: usize) -> Result<()> {
+        if let Some(mut src) = self.source.take() {
+            let mut file =
+                tempfile::tempfile().context("cannot create a temporary file for Parquet")?;
+            std::io::copy(&mut src, &mut file).context("spooling Parquet data")?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .context("not a Parquet file (or cut off)")?
+                .with_batch_size(batch.max(1))
+                .build()?;
+            self.reader = Some(reader);
+        }
+        Ok(())
+    }
+}
+
+fn column_values(
+    c: &ColumnInfo,
+    a: &ArrayRef,
+    raw: &[Option<HashMap<String, String>>],
+) -> Result<Vec<Value>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    let n = a.len();
+    let mut out = Vec::with_capacity(n);
+    for (i, raw_row) in raw.iter().enumerate().take(n) {
+        if let Some(text) = raw_row.as_ref().and_then(|m| m.get(&c.name)) {
+            out.push(value::parse_datetime(c.kind, text).map_err(|e| anyhow!("{e}"))?);
+            continue;
+        }
+        if a.is_null(i) {
+            out.push(Value::NULL);
+            continue;
+        }
+        let v = match a.data_type() {
+            DataType::Int8 => Value::Int(i64::from(a.as_primitive::<Int8Type>().value(i))),
+            DataType::Int16 => Value::Int(i64::from(a.as_primitive::<Int16Type>().value(i))),
+            DataType::Int32 => Value::Int(i64::from(a.as_primitive::<Int32Type>().value(i))),
+            DataType::Int64 if c.kind == Kind::Time => {
+                let us = a.as_primitive::<Int64Type>().value(i);
+                time_from_micros(us)
+            }
+            DataType::Int64 => Value::Int(a.as_primitive::<Int64Type>().value(i)),
+            DataType::UInt8 => Value::UInt(u64::from(a.as_primitive::<UInt8Type>().value(i))),
+            DataType::UInt16 => Value::UInt(u64::from(a.as_primitive::<UInt16Type>().value(i))),
+            DataType::UInt32 => Value::UInt(u64::from(a.as_primitive::<UInt32Type>().value(i))),
+            DataType::UInt64 => Value::UInt(a.as_primitive::<UInt64Type>().value(i)),
+            DataType::Decimal128(_, s) => Value::Bytes(
+                scaled_text(&a.as_primitive::<Decimal128Type>().value(i).to_string(), *s)
+                    .into_bytes(),
+            ),
+            DataType::Decimal256(_, s) => Value::Bytes(
+                scaled_text(&a.as_primitive::<Decimal256Type>().value(i).to_string(), *s)
+                    .into_bytes(),
+            ),
+            DataType::Float32 => Value::Float(a.as_primitive::<Float32Type>().value(i)),
+            DataType::Float64 => Value::Double(a.as_primitive::<Float64Type>().value(i)),
+            DataType::Date32 => match from_epoch_micros(
+                i64::from(a.as_primitive::<Date32Type>().value(i)) * 86_400_000_000,
+            ) {
+                Value::Date(y, m, d, ..) => Value::Date(y, m, d, 0, 0, 0, 0),
+                other => other,
+            },
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                from_epoch_micros(a.as_primitive::<TimestampMicrosecondType>().value(i))
+            }
+            DataType::Utf8 => Value::Bytes(a.as_string::<i32>().value(i).as_bytes().to_vec()),
+            DataType::Binary => Value::Bytes(a.as_binary::<i32>().value(i).to_vec()),
+            other => bail!("unexpected Parquet column type {other}"),
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// A TIME value from signed microseconds.
+pub fn time_from_micros(n: i64) -> Value {
+    let neg = n < 0;
+    let a = n.unsigned_abs();
+    let secs = a / 1_000_000;
+    let h = secs / 3600;
+    Value::Time(
+        neg,
+        (h / 24) as u32,
+        (h % 24) as u8,
+        (secs / 60 % 60) as u8,
+        (secs % 60) as u8,
+        (a % 1_000_000) as u32,
+    )
+}
+
+impl RowDecoder for ParquetDecoder {
+    fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Vec<Value>>>> {
+        use arrow_array::cast::AsArray;
+        self.open(max)?;
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(None);
+        };
+        let Some(batch) = reader.next() else {
+            return Ok(None);
+        };
+        let batch = batch.context("damaged Parquet data")?;
+        let n = batch.num_rows();
+        let raw_col = batch
+            .column_by_name(RAW_FIELD)
+            .ok_or_else(|| anyhow!("Parquet file has no {RAW_FIELD} column"))?;
+        let raw_strings = raw_col.as_string::<i32>();
+        let raw: Vec<Option<HashMap<String, String>>> = (0..n)
+            .map(|i| {
+                if raw_strings.is_null(i) {
+                    Ok(None)
+                } else {
+                    serde_json::from_str(raw_strings.value(i)).map(Some)
+                }
+            })
+            .collect::<Result<_, _>>()
+            .context("bad raw column")?;
+        let mut cols = Vec::with_capacity(self.columns.len());
+        for c in self.columns.iter() {
+            let a = batch
+                .column_by_name(&c.name)
+                .ok_or_else(|| anyhow!("Parquet file has no column `{}`", c.name))?;
+            cols.push(column_values(c, a, &raw).with_context(|| format!("column `{}`", c.name))?);
+        }
+        let mut rows: Vec<Vec<Value>> = (0..n).map(|_| Vec::with_capacity(cols.len())).collect();
+        for col in cols {
+            for (r, v) in rows.iter_mut().zip(col) {
+                r.push(v);
+            }
+        }
+        Ok(Some(rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Format;
+
+    #[test]
+    fn round_trip() {
+        super::super::tests::round_trip(Format::Parquet);
+    }
+
+    #[test]
+    fn decimal_text_helpers() {
+        assert_eq!(unscaled_digits("-1.5", 3).expect("ok"), "-1500");
+        assert_eq!(scaled_text("-1500", 3), "-1.500");
+        assert_eq!(scaled_text("5", 2), "0.05");
+        assert_eq!(scaled_text("-5", 2), "-0.05");
+        assert_eq!(scaled_text("123", 0), "123");
+    }
+}
