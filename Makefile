@@ -2,7 +2,9 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build deps lint test demo gen clean
+PYENV := target/pyenv
+
+.PHONY: all build deps pydeps lint test demo gen clean
 
 all: build
 
@@ -13,12 +15,17 @@ build:
 deps:
 	@scripts/install-deps.sh
 
+# Independent readers for the tests (fastavro, pyarrow, msgpack, zstandard) in a local venv.
+pydeps:
+	@$(PYENV)/bin/python -c 'import fastavro, pyarrow, msgpack, zstandard' 2>/dev/null || \
+	  { python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check fastavro pyarrow msgpack zstandard; }
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: deps
-	$(CARGO) test -- --test-threads=2
+test: deps pydeps
+	STORAGETAPPER_PYTHON=$(abspath $(PYENV))/bin/python $(CARGO) test -- --test-threads=2
 
 demo: deps build
 	scripts/demo.sh

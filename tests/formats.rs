@@ -375,3 +375,234 @@ fn restore_resumes_after_kill_without_duplicates() {
         assert_eq!(n.trim(), "60000");
     }
 }
+
+fn python() -> std::path::PathBuf {
+    let p = std::env::var_os("STORAGETAPPER_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `make pydeps` (a venv with fastavro, pyarrow, msgpack, zstandard)",
+        p.display()
+    );
+    p
+}
+
+fn ymd(y: u16, m: u8, d: u8) -> String {
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn frac(us: u32, digits: u32) -> String {
+    if digits == 0 {
+        String::new()
+    } else {
+        format!(".{:06}", us)[..1 + digits as usize].to_string()
+    }
+}
+
+fn micros_of_time(neg: bool, d: u32, h: u8, m: u8, s: u8, us: u32) -> i64 {
+    let v = ((i64::from(d) * 24 + i64::from(h)) * 3600 + i64::from(m) * 60 + i64::from(s))
+        * 1_000_000
+        + i64::from(us);
+    if neg { -v } else { v }
+}
+
+/// Checks what an independent reader produced for one value against the source value.
+fn check_reader_value(
+    fmt: Format,
+    c: &ColumnInfo,
+    src: &Value,
+    got: &serde_json::Value,
+) -> Result<(), String> {
+    use storagetapper::schema::Kind;
+    let tag = got[0].as_str().unwrap_or("");
+    let text = got[1].as_str().unwrap_or("");
+    let typed = matches!(fmt, Format::Avro | Format::Parquet);
+    let want = |t: &str, x: String| -> Result<(), String> {
+        if tag == t && text == x {
+            Ok(())
+        } else {
+            Err(format!("want [{t}, {x}], got {got}"))
+        }
+    };
+    let zero_date = |_y: u16, m: u8, d: u8| m == 0 || d == 0;
+    match (c.kind, src) {
+        (_, Value::NULL) => {
+            if tag == "null" {
+                Ok(())
+            } else {
+                Err(format!("want null, got {got}"))
+            }
+        }
+        (Kind::UInt, Value::UInt(u))
+            if fmt == Format::Avro && c.column_type.starts_with("bigint") =>
+        {
+            want("dec", u.to_string())
+        }
+        (Kind::Int | Kind::UInt | Kind::Year, Value::Int(n)) => want("int", n.to_string()),
+        (Kind::UInt, Value::UInt(n)) => want("int", n.to_string()),
+        (Kind::Bit, Value::UInt(n)) if fmt == Format::Avro => want("int", (*n as i64).to_string()),
+        (Kind::Bit, Value::UInt(n)) => want("int", n.to_string()),
+        (Kind::Decimal, Value::Bytes(b)) => want(
+            if typed { "dec" } else { "str" },
+            String::from_utf8_lossy(b).into_owned(),
+        ),
+        (Kind::Float, Value::Float(f)) => {
+            let x: f64 = text.parse().map_err(|_| format!("not a float: {got}"))?;
+            if tag == "float" && (x as f32).to_bits() == f.to_bits() {
+                Ok(())
+            } else {
+                Err(format!("want {f:e}, got {got}"))
+            }
+        }
+        (Kind::Double, Value::Double(f)) => {
+            let x: f64 = text.parse().map_err(|_| format!("not a float: {got}"))?;
+            if tag == "float" && x.to_bits() == f.to_bits() {
+                Ok(())
+            } else {
+                Err(format!("want {f:e}, got {got}"))
+            }
+        }
+        (Kind::Date, Value::Date(y, m, d, ..)) => {
+            if typed && zero_date(*y, *m, *d) {
+                want("raw", ymd(*y, *m, *d))
+            } else {
+                want(if typed { "date" } else { "str" }, ymd(*y, *m, *d))
+            }
+        }
+        (Kind::DateTime | Kind::Timestamp, Value::Date(y, mo, d, h, mi, s, us)) => {
+            let utc = c.kind == Kind::Timestamp;
+            let own = format!(
+                "{}{}{h:02}:{mi:02}:{s:02}{}",
+                ymd(*y, *mo, *d),
+                if utc { "T" } else { " " },
+                frac(*us, c.fsp)
+            );
+            if !typed {
+                want("str", if utc { format!("{own}Z") } else { own })
+            } else if zero_date(*y, *mo, *d) {
+                want("raw", if utc { format!("{own}Z") } else { own })
+            } else {
+                want(
+                    if utc { "ts_utc" } else { "ts" },
+                    format!("{} {h:02}:{mi:02}:{s:02}.{us:06}", ymd(*y, *mo, *d)),
+                )
+            }
+        }
+        (Kind::Time, Value::Time(neg, d, h, m, s, us)) => {
+            if typed {
+                want("int", micros_of_time(*neg, *d, *h, *m, *s, *us).to_string())
+            } else {
+                want(
+                    "str",
+                    format!(
+                        "{}{:02}:{m:02}:{s:02}{}",
+                        if *neg { "-" } else { "" },
+                        d * 24 + u32::from(*h),
+                        frac(*us, c.fsp)
+                    ),
+                )
+            }
+        }
+        (Kind::Binary | Kind::Geometry, Value::Bytes(b)) => {
+            if fmt == Format::Json {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|e| format!("{e}: {got}"))?;
+                if tag == "str" && &bytes == b {
+                    Ok(())
+                } else {
+                    Err(format!("want bytes {}, got {got}", hex::encode(b)))
+                }
+            } else {
+                want("bytes", hex::encode(b))
+            }
+        }
+        (Kind::Json, Value::Bytes(b)) if fmt == Format::Json => {
+            let src: serde_json::Value =
+                serde_json::from_slice(b).map_err(|e| format!("source JSON: {e}"))?;
+            let seen: serde_json::Value = match tag {
+                "json" | "int" | "float" => {
+                    serde_json::from_str(text).map_err(|e| format!("{e}: {got}"))?
+                }
+                "str" => serde_json::Value::String(text.to_string()),
+                _ => return Err(format!("unexpected {got}")),
+            };
+            if seen == src {
+                Ok(())
+            } else {
+                Err(format!("want {src}, got {got}"))
+            }
+        }
+        (_, Value::Bytes(b)) => want("str", String::from_utf8_lossy(b).into_owned()),
+        (k, v) => Err(format!("no expectation for {k:?} {v:?}")),
+    }
+}
+
+/// Python's json, msgpack, fastavro and pyarrow read our files and see the source's values.
+#[test]
+fn independent_readers_see_exact_values() {
+    let py = python();
+    let case = Case::new("readers");
+    case.sql(TORTURE);
+    for format in [Format::Json, Format::Msgpack, Format::Avro, Format::Parquet] {
+        let _ = std::fs::remove_dir_all(case.dir.join("out"));
+        let _ = std::fs::remove_file(case.dir.join("state.db"));
+        let m = case.manifest(
+            "[snapshot]\nchunk_rows = 3\n\n[[tables]]\nschema = \"readers\"\ntable = \"torture\"\n",
+        );
+        let text = std::fs::read_to_string(&m).expect("manifest");
+        std::fs::write(
+            &m,
+            text.replace(
+                "[destination]\n",
+                &format!("[destination]\nformat = \"{}\"\n", format_key(format)),
+            ),
+        )
+        .expect("write");
+        backup_ok(&m, &[]);
+        let b = &case.complete_backups()[0];
+        let meta = metadata(b);
+        let files: Vec<String> = meta["tables"][0]["chunks"]
+            .as_array()
+            .expect("chunks")
+            .iter()
+            .map(|c| {
+                b.join(c["file"].as_str().expect("file"))
+                    .to_string_lossy()
+                    .to_string()
+            })
+            .collect();
+        let out = std::process::Command::new(&py)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers.py"))
+            .arg(format_key(format))
+            .args(&files)
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "{format:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("reader output"))
+            .collect();
+        let (info, _) = decode_table(b, "torture", format);
+        let want = source_rows("readers", "torture", &info.columns);
+        assert_eq!(rows.len(), want.len(), "{format:?}");
+        let mut problems = Vec::new();
+        for (r, (got, src)) in rows.iter().zip(&want).enumerate() {
+            for (i, c) in info.columns.iter().enumerate() {
+                if let Err(e) = check_reader_value(format, c, &src[i], &got[&c.name]) {
+                    problems.push(format!(
+                        "{format:?} row {r} `{}` ({:?}): {e}",
+                        c.name, c.kind
+                    ));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+}
