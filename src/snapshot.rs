@@ -298,6 +298,14 @@ pub async fn run(
     let src = Source::new(&plan.source_url, plan.password.as_ref())?;
     let mut coord = src.connect().await?;
     let info = source::server_info(&mut coord).await?;
+    // SQL statements must load on a server like this one: stay well under its packet limit.
+    let max_packet: u64 = coord
+        .query_first("SELECT @@max_allowed_packet")
+        .await
+        .context("SELECT @@max_allowed_packet")?
+        .unwrap_or(16 << 20);
+    let max_statement_bytes =
+        usize::try_from(max_packet.saturating_sub(64 << 10).clamp(64 << 10, 1 << 20))?;
     if !info.log_bin {
         tracing::warn!(
             "The binary log is off on the source: the backup will carry no binlog position."
@@ -479,7 +487,7 @@ pub async fn run(
                 Compression::Zstd => Some(m.destination.compression_level.unwrap_or(3)),
                 Compression::None => None,
             },
-            ..format::EncodeOptions::default()
+            max_statement_bytes,
         },
         remaining: Mutex::new(remaining),
     });
