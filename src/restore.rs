@@ -339,7 +339,7 @@ pub async fn run(
         cancel: cancel.clone(),
         progress: Arc::clone(&progress),
         max_statement: usize::try_from(
-            max_packet.saturating_sub(64 << 10).clamp(64 << 10, 8 << 20),
+            max_packet.saturating_sub(64 << 10).clamp(64 << 10, 1 << 20),
         )?,
     });
     let mut tasks = tokio::task::JoinSet::new();
