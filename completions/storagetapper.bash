@@ -25,6 +25,9 @@ _storagetapper() {
             storagetapper,help)
                 cmd="storagetapper__subcmd__help"
                 ;;
+            storagetapper,keygen)
+                cmd="storagetapper__subcmd__keygen"
+                ;;
             storagetapper,list)
                 cmd="storagetapper__subcmd__list"
                 ;;
@@ -40,6 +43,9 @@ _storagetapper() {
             storagetapper,status)
                 cmd="storagetapper__subcmd__status"
                 ;;
+            storagetapper,verify)
+                cmd="storagetapper__subcmd__verify"
+                ;;
             storagetapper__subcmd__help,backup)
                 cmd="storagetapper__subcmd__help__subcmd__backup"
                 ;;
@@ -48,6 +54,9 @@ _storagetapper() {
                 ;;
             storagetapper__subcmd__help,help)
                 cmd="storagetapper__subcmd__help__subcmd__help"
+                ;;
+            storagetapper__subcmd__help,keygen)
+                cmd="storagetapper__subcmd__help__subcmd__keygen"
                 ;;
             storagetapper__subcmd__help,list)
                 cmd="storagetapper__subcmd__help__subcmd__list"
@@ -64,6 +73,9 @@ _storagetapper() {
             storagetapper__subcmd__help,status)
                 cmd="storagetapper__subcmd__help__subcmd__status"
                 ;;
+            storagetapper__subcmd__help,verify)
+                cmd="storagetapper__subcmd__help__subcmd__verify"
+                ;;
             *)
                 ;;
         esac
@@ -71,7 +83,7 @@ _storagetapper() {
 
     case "${cmd}" in
         storagetapper)
-            opts="-v -q -h -V --log-format --verbose --quiet --no-progress --help --version backup restore plan status list completions man help"
+            opts="-v -q -h -V --log-format --verbose --quiet --no-progress --help --version backup restore verify keygen plan status list completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -141,7 +153,7 @@ _storagetapper() {
             return 0
             ;;
         storagetapper__subcmd__help)
-            opts="backup restore plan status list completions man help"
+            opts="backup restore verify keygen plan status list completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -183,6 +195,20 @@ _storagetapper() {
             return 0
             ;;
         storagetapper__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        storagetapper__subcmd__help__subcmd__keygen)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -266,6 +292,46 @@ _storagetapper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        storagetapper__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        storagetapper__subcmd__keygen)
+            opts="-o -v -q -h -V --output --log-format --verbose --quiet --no-progress --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         storagetapper__subcmd__list)
             opts="-m -v -q -h -V --manifest --json --log-format --verbose --quiet --no-progress --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -337,7 +403,7 @@ _storagetapper() {
             return 0
             ;;
         storagetapper__subcmd__restore)
-            opts="-m -b -t -v -q -h -V --manifest --backup --target --table --threads --replace --no-binlog --log-format --verbose --quiet --no-progress --help --version"
+            opts="-m -b -t -i -v -q -h -V --manifest --backup --target --table --threads --replace --no-binlog --identity --log-format --verbose --quiet --no-progress --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -375,6 +441,14 @@ _storagetapper() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --identity)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -398,6 +472,48 @@ _storagetapper() {
                     return 0
                     ;;
                 -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        storagetapper__subcmd__verify)
+            opts="-m -b -i -v -q -h -V --manifest --backup --identity --json --log-format --verbose --quiet --no-progress --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --manifest)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --identity)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -33,6 +33,8 @@ complete -c storagetapper -n "__fish_storagetapper_needs_command" -s h -l help -
 complete -c storagetapper -n "__fish_storagetapper_needs_command" -s V -l version -d 'Print version'
 complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "backup" -d 'Take a consistent, parallel, chunked snapshot of the manifest\'s tables (resumes an unfinished backup of the same manifest)'
 complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "restore" -d 'Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same backup into the same target). The target\'s password comes from STORAGETAPPER_TARGET_PASSWORD'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "verify" -d 'Check that a backup is whole: every file exists, matches its sha256, decrypts, decompresses and decodes with the right row count. Exit 1 names each bad file'
+complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "keygen" -d 'Make a new age X25519 identity (key file, mode 0600) and print its recipient'
 complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "plan" -d 'Dry run: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing'
 complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "status" -d 'What the state table holds: backups and chunk progress'
 complete -c storagetapper -n "__fish_storagetapper_needs_command" -f -a "list" -d 'Complete backups present at the destination'
@@ -54,6 +56,7 @@ complete -c storagetapper -n "__fish_storagetapper_using_subcommand restore" -s 
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand restore" -l target -d '`mysql://user@host:port[/database]`: a database in the path receives every table, otherwise each table goes back to its original schema' -r
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand restore" -l table -d 'Only tables whose `schema.table` matches this glob' -r
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand restore" -s t -l threads -d 'Parallel connections (default: [snapshot] threads)' -r
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand restore" -s i -l identity -d 'age identity file for an encrypted backup (repeatable; default: the files in STORAGETAPPER_IDENTITY, `:`-separated)' -r -F
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand restore" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand restore" -l replace -d 'Drop and recreate target tables that are not empty'
@@ -63,6 +66,25 @@ complete -c storagetapper -n "__fish_storagetapper_using_subcommand restore" -s 
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand restore" -l no-progress -d 'No progress bars or progress log lines'
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand restore" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand restore" -s V -l version -d 'Print version'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -s m -l manifest -d 'The manifest (TOML) whose destination holds the backup' -r -F
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -s b -l backup -d 'Backup id, or `latest`' -r
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -s i -l identity -d 'age identity file for an encrypted backup (repeatable; default: the files in STORAGETAPPER_IDENTITY, `:`-separated)' -r -F
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -l json -d 'Machine-readable report'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -s v -l verbose -d 'More log output (-v debug, -vv trace)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -l no-progress -d 'No progress bars or progress log lines'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -s V -l version -d 'Print version'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand keygen" -s o -l output -d 'Write the key file here (refuses to overwrite); default: print it to stdout' -r -F
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand keygen" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand keygen" -s v -l verbose -d 'More log output (-v debug, -vv trace)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand keygen" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand keygen" -l no-progress -d 'No progress bars or progress log lines'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand keygen" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand keygen" -s V -l version -d 'Print version'
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand plan" -s m -l manifest -d 'The manifest (TOML)' -r -F
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand plan" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
@@ -103,11 +125,13 @@ complete -c storagetapper -n "__fish_storagetapper_using_subcommand man" -s q -l
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand man" -l no-progress -d 'No progress bars or progress log lines'
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand man" -s V -l version -d 'Print version'
-complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore plan status list completions man help" -f -a "backup" -d 'Take a consistent, parallel, chunked snapshot of the manifest\'s tables (resumes an unfinished backup of the same manifest)'
-complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore plan status list completions man help" -f -a "restore" -d 'Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same backup into the same target). The target\'s password comes from STORAGETAPPER_TARGET_PASSWORD'
-complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore plan status list completions man help" -f -a "plan" -d 'Dry run: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing'
-complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore plan status list completions man help" -f -a "status" -d 'What the state table holds: backups and chunk progress'
-complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore plan status list completions man help" -f -a "list" -d 'Complete backups present at the destination'
-complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore plan status list completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore plan status list completions man help" -f -a "man" -d 'Print the man page (roff)'
-complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore plan status list completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore verify keygen plan status list completions man help" -f -a "backup" -d 'Take a consistent, parallel, chunked snapshot of the manifest\'s tables (resumes an unfinished backup of the same manifest)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore verify keygen plan status list completions man help" -f -a "restore" -d 'Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same backup into the same target). The target\'s password comes from STORAGETAPPER_TARGET_PASSWORD'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore verify keygen plan status list completions man help" -f -a "verify" -d 'Check that a backup is whole: every file exists, matches its sha256, decrypts, decompresses and decodes with the right row count. Exit 1 names each bad file'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore verify keygen plan status list completions man help" -f -a "keygen" -d 'Make a new age X25519 identity (key file, mode 0600) and print its recipient'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore verify keygen plan status list completions man help" -f -a "plan" -d 'Dry run: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore verify keygen plan status list completions man help" -f -a "status" -d 'What the state table holds: backups and chunk progress'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore verify keygen plan status list completions man help" -f -a "list" -d 'Complete backups present at the destination'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore verify keygen plan status list completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore verify keygen plan status list completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand help; and not __fish_seen_subcommand_from backup restore verify keygen plan status list completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

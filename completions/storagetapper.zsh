@@ -65,10 +65,51 @@ _arguments "${_arguments_options[@]}" : \
 '--table=[Only tables whose \`schema.table\` matches this glob]:PATTERN:_default' \
 '-t+[Parallel connections (default\: \[snapshot\] threads)]:N:_default' \
 '--threads=[Parallel connections (default\: \[snapshot\] threads)]:N:_default' \
+'*-i+[age identity file for an encrypted backup (repeatable; default\: the files in STORAGETAPPER_IDENTITY, \`\:\`-separated)]:FILE:_files' \
+'*--identity=[age identity file for an encrypted backup (repeatable; default\: the files in STORAGETAPPER_IDENTITY, \`\:\`-separated)]:FILE:_files' \
 '--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
 json\:"One JSON object per line"))' \
 '--replace[Drop and recreate target tables that are not empty]' \
 '--no-binlog[Keep the load out of the target'\''s binlog (SET sql_log_bin = 0)]' \
+'*-v[More log output (-v debug, -vv trace)]' \
+'*--verbose[More log output (-v debug, -vv trace)]' \
+'*-q[Less log output (-q warnings only, -qq errors only)]' \
+'*--quiet[Less log output (-q warnings only, -qq errors only)]' \
+'--no-progress[No progress bars or progress log lines]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(verify)
+_arguments "${_arguments_options[@]}" : \
+'-m+[The manifest (TOML) whose destination holds the backup]:FILE:_files' \
+'--manifest=[The manifest (TOML) whose destination holds the backup]:FILE:_files' \
+'-b+[Backup id, or \`latest\`]:ID:_default' \
+'--backup=[Backup id, or \`latest\`]:ID:_default' \
+'*-i+[age identity file for an encrypted backup (repeatable; default\: the files in STORAGETAPPER_IDENTITY, \`\:\`-separated)]:FILE:_files' \
+'*--identity=[age identity file for an encrypted backup (repeatable; default\: the files in STORAGETAPPER_IDENTITY, \`\:\`-separated)]:FILE:_files' \
+'--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
+json\:"One JSON object per line"))' \
+'--json[Machine-readable report]' \
+'*-v[More log output (-v debug, -vv trace)]' \
+'*--verbose[More log output (-v debug, -vv trace)]' \
+'*-q[Less log output (-q warnings only, -qq errors only)]' \
+'*--quiet[Less log output (-q warnings only, -qq errors only)]' \
+'--no-progress[No progress bars or progress log lines]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(keygen)
+_arguments "${_arguments_options[@]}" : \
+'-o+[Write the key file here (refuses to overwrite); default\: print it to stdout]:FILE:_files' \
+'--output=[Write the key file here (refuses to overwrite); default\: print it to stdout]:FILE:_files' \
+'--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
+json\:"One JSON object per line"))' \
 '*-v[More log output (-v debug, -vv trace)]' \
 '*--verbose[More log output (-v debug, -vv trace)]' \
 '*-q[Less log output (-q warnings only, -qq errors only)]' \
@@ -184,6 +225,14 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(verify)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(keygen)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (plan)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -222,6 +271,8 @@ _storagetapper_commands() {
     local commands; commands=(
 'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest)' \
 'restore:Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same backup into the same target). The target'\''s password comes from STORAGETAPPER_TARGET_PASSWORD' \
+'verify:Check that a backup is whole\: every file exists, matches its sha256, decrypts, decompresses and decodes with the right row count. Exit 1 names each bad file' \
+'keygen:Make a new age X25519 identity (key file, mode 0600) and print its recipient' \
 'plan:Dry run\: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing' \
 'status:What the state table holds\: backups and chunk progress' \
 'list:Complete backups present at the destination' \
@@ -246,6 +297,8 @@ _storagetapper__subcmd__help_commands() {
     local commands; commands=(
 'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest)' \
 'restore:Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same backup into the same target). The target'\''s password comes from STORAGETAPPER_TARGET_PASSWORD' \
+'verify:Check that a backup is whole\: every file exists, matches its sha256, decrypts, decompresses and decodes with the right row count. Exit 1 names each bad file' \
+'keygen:Make a new age X25519 identity (key file, mode 0600) and print its recipient' \
 'plan:Dry run\: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing' \
 'status:What the state table holds\: backups and chunk progress' \
 'list:Complete backups present at the destination' \
@@ -269,6 +322,11 @@ _storagetapper__subcmd__help__subcmd__completions_commands() {
 _storagetapper__subcmd__help__subcmd__help_commands() {
     local commands; commands=()
     _describe -t commands 'storagetapper help help commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__help__subcmd__keygen_commands] )) ||
+_storagetapper__subcmd__help__subcmd__keygen_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper help keygen commands' commands "$@"
 }
 (( $+functions[_storagetapper__subcmd__help__subcmd__list_commands] )) ||
 _storagetapper__subcmd__help__subcmd__list_commands() {
@@ -295,6 +353,16 @@ _storagetapper__subcmd__help__subcmd__status_commands() {
     local commands; commands=()
     _describe -t commands 'storagetapper help status commands' commands "$@"
 }
+(( $+functions[_storagetapper__subcmd__help__subcmd__verify_commands] )) ||
+_storagetapper__subcmd__help__subcmd__verify_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper help verify commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__keygen_commands] )) ||
+_storagetapper__subcmd__keygen_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper keygen commands' commands "$@"
+}
 (( $+functions[_storagetapper__subcmd__list_commands] )) ||
 _storagetapper__subcmd__list_commands() {
     local commands; commands=()
@@ -319,6 +387,11 @@ _storagetapper__subcmd__restore_commands() {
 _storagetapper__subcmd__status_commands() {
     local commands; commands=()
     _describe -t commands 'storagetapper status commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__verify_commands] )) ||
+_storagetapper__subcmd__verify_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper verify commands' commands "$@"
 }
 
 if [ "$funcstack[1]" = "_storagetapper" ]; then

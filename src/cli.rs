@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::crypto::{self, Identities};
 use crate::layout::{self, Metadata};
 use crate::manifest::Plan;
 use crate::progress::{self, LogWriter};
@@ -17,6 +18,7 @@ use crate::sink::Sink;
 use crate::snapshot::{self, BackupOptions};
 use crate::source::{self, Source};
 use crate::state::{ChunkStatus, SqliteState, StateStore};
+use crate::verify::{self, VerifyOptions};
 
 /// Consistent, parallel, resumable logical backups of MySQL/MariaDB tables.
 #[derive(Debug, Parser)]
@@ -91,6 +93,33 @@ pub enum Command {
         /// Keep the load out of the target's binlog (SET sql_log_bin = 0).
         #[arg(long)]
         no_binlog: bool,
+        /// age identity file for an encrypted backup (repeatable; default: the files in
+        /// STORAGETAPPER_IDENTITY, `:`-separated).
+        #[arg(short, long, value_name = "FILE")]
+        identity: Vec<PathBuf>,
+    },
+    /// Check that a backup is whole: every file exists, matches its sha256, decrypts,
+    /// decompresses and decodes with the right row count. Exit 1 names each bad file.
+    Verify {
+        /// The manifest (TOML) whose destination holds the backup.
+        #[arg(short, long, value_name = "FILE")]
+        manifest: PathBuf,
+        /// Backup id, or `latest`.
+        #[arg(short, long, value_name = "ID", default_value = "latest")]
+        backup: String,
+        /// age identity file for an encrypted backup (repeatable; default: the files in
+        /// STORAGETAPPER_IDENTITY, `:`-separated).
+        #[arg(short, long, value_name = "FILE")]
+        identity: Vec<PathBuf>,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new age X25519 identity (key file, mode 0600) and print its recipient.
+    Keygen {
+        /// Write the key file here (refuses to overwrite); default: print it to stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Dry run: resolved tables, columns, chunk keys, estimated rows and bytes, the exact
     /// SELECTs and source checks; writes nothing.
@@ -241,8 +270,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             threads,
             replace,
             no_binlog,
+            identity,
         } => {
             let plan = Plan::load(&manifest)?;
+            let identities = Identities::load(&identity)?;
             if threads == Some(0) {
                 anyhow::bail!("--threads must be at least 1");
             }
@@ -256,6 +287,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 replace,
                 no_binlog,
                 progress: mode,
+                identities,
             };
             let out = restore::run(&plan, &opts, cancel).await?;
             let rate = out.rows_this_run as f64 / out.seconds.max(0.001);
@@ -268,6 +300,58 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 rate,
                 if out.resumed { ", resumed" } else { "" }
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            manifest,
+            backup,
+            identity,
+            json,
+        } => {
+            let plan = Plan::load(&manifest)?;
+            let identities = Identities::load(&identity)?;
+            let report = verify::run(&plan, &VerifyOptions { backup, identities }).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for b in &report.bad {
+                    println!("BAD {}: {}", b.file, b.problem);
+                }
+                println!(
+                    "verify {}: {} files, {} rows, {} bytes checked; {}",
+                    report.backup_id,
+                    report.files,
+                    report.rows,
+                    report.bytes,
+                    if report.bad.is_empty() {
+                        "all good".to_string()
+                    } else {
+                        format!("{} bad", report.bad.len())
+                    }
+                );
+            }
+            Ok(if report.bad.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Keygen { output } => {
+            let (text, recipient) = crypto::generate_identity();
+            match output {
+                Some(path) => {
+                    write_key_file(&path, &text)?;
+                    eprintln!(
+                        "Identity written to {} (keep it secret). Public key:",
+                        path.display()
+                    );
+                    println!("{recipient}");
+                }
+                None => {
+                    eprintln!("Public key: {recipient}");
+                    print!("{text}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { manifest } => {
@@ -296,6 +380,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn write_key_file(path: &std::path::Path, text: &str) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).with_context(|| {
+        format!(
+            "cannot create {} (an existing key file is never overwritten)",
+            path.display()
+        )
+    })?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 fn spawn_signal_handler(cancel: CancellationToken) {
@@ -423,7 +526,20 @@ async fn print_plan(plan: &Plan) -> Result<()> {
 }
 
 fn status(plan: &Plan, json: bool) -> Result<()> {
-    let state = SqliteState::from_url(&plan.state)?;
+    let Some(state) = SqliteState::open_read_only(&plan.state)? else {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"name": plan.manifest.name, "state": null, "backups": []})
+            );
+        } else {
+            println!(
+                "job {}: no state file yet (no backup has run)",
+                plan.manifest.name
+            );
+        }
+        return Ok(());
+    };
     let mut items = Vec::new();
     for b in state.backups(&plan.manifest.name)? {
         let chunks = state.chunks(&b.id)?;

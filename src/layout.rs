@@ -25,14 +25,23 @@ pub fn table_dir(schema: &str, table: &str) -> String {
 }
 
 /// File name of chunk `n`.
-pub fn chunk_file(n: i64, format: Format, compression: Compression) -> String {
+pub fn chunk_file(n: i64, format: Format, compression: Compression, encrypted: bool) -> String {
     let z = match (format, compression) {
         // Parquet compresses inside the file, so every Parquet reader opens it.
         (Format::Parquet, _) | (_, Compression::None) => "",
         (_, Compression::Zstd) => ".zst",
     };
-    format!("{n:05}.{}{z}", format.ext())
+    format!("{n:05}.{}{z}{}", format.ext(), age_suffix(encrypted))
 }
+
+/// `.age` when encrypted.
+pub fn age_suffix(encrypted: bool) -> &'static str {
+    if encrypted { ".age" } else { "" }
+}
+
+/// The per-table file holding chunk keys when the backup is encrypted (keys are row data, so
+/// they stay out of the plain `metadata.json`).
+pub const KEYS_FILE: &str = "keys.json.age";
 
 /// A new backup id from the current UTC time.
 pub fn new_backup_id() -> String {
@@ -268,12 +277,20 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(
-            chunk_file(7, Format::Json, Compression::Zstd),
+            chunk_file(7, Format::Json, Compression::Zstd, false),
             "00007.jsonl.zst"
         );
         assert_eq!(
-            chunk_file(7, Format::Json, Compression::None),
+            chunk_file(7, Format::Json, Compression::None, false),
             "00007.jsonl"
+        );
+        assert_eq!(
+            chunk_file(7, Format::Parquet, Compression::Zstd, false),
+            "00007.parquet"
+        );
+        assert_eq!(
+            chunk_file(7, Format::Avro, Compression::Zstd, true),
+            "00007.avro.zst.age"
         );
     }
 }

@@ -5,6 +5,7 @@
 //! [`snapshot`], the destination in [`sink`], the state table in [`state`].
 
 pub mod cli;
+pub mod crypto;
 pub mod format;
 pub mod layout;
 pub mod manifest;
@@ -17,3 +18,4 @@ pub mod source;
 pub mod state;
 pub mod throttle;
 pub mod value;
+pub mod verify;

@@ -12,6 +12,8 @@ use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::crypto::Recipients;
+
 /// An error in the manifest, located at a file, a line and a key.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}: `{key}`: {message}", line = line.map_or_else(|| "?".to_string(), |l| l.to_string()))]
@@ -141,8 +143,10 @@ pub struct DestinationConfig {
     pub compression: Compression,
     /// zstd level (1–22, default 3).
     pub compression_level: Option<i32>,
-    /// age recipients (not implemented yet: an error if set).
+    /// age recipients (`age1…`); files are encrypted to all of them.
     pub encrypt_to: Option<Vec<String>>,
+    /// A file of age recipients, one per line (`#` comments allowed).
+    pub encrypt_to_file: Option<PathBuf>,
 }
 
 /// `[snapshot]`.
@@ -397,6 +401,8 @@ pub struct Plan {
     pub state: StateUrl,
     /// Table rules in manifest order.
     pub rules: Vec<TableRule>,
+    /// age recipients; empty = not encrypted.
+    pub recipients: Recipients,
     /// Hash of what decides the content of a backup (tables, filters, format): a resumed backup
     /// must have the same.
     pub content_hash: String,
@@ -630,11 +636,27 @@ impl Validator<'_> {
                 format!("zstd level {level} is out of range 1–22"),
             ));
         }
-        if m.destination.encrypt_to.is_some() {
-            return Err(self.err(
-                &[Key("destination"), Key("encrypt_to")],
-                "encryption is not implemented yet in this version",
-            ));
+        let mut recipients = Recipients::default();
+        if let Some(list) = &m.destination.encrypt_to {
+            if list.is_empty() {
+                return Err(self.err(
+                    &[Key("destination"), Key("encrypt_to")],
+                    "`encrypt_to` is empty: name at least one recipient or leave it out",
+                ));
+            }
+            recipients = Recipients::parse(list.iter().map(String::as_str))
+                .map_err(|msg| self.err(&[Key("destination"), Key("encrypt_to")], msg))?;
+        }
+        if let Some(f) = &m.destination.encrypt_to_file {
+            let more = Recipients::from_file(&self.base_dir().join(f))
+                .map_err(|msg| self.err(&[Key("destination"), Key("encrypt_to_file")], msg))?;
+            if more.is_empty() {
+                return Err(self.err(
+                    &[Key("destination"), Key("encrypt_to_file")],
+                    format!("{} holds no recipient", f.display()),
+                ));
+            }
+            recipients.extend(&more);
         }
 
         // State.
@@ -723,6 +745,7 @@ impl Validator<'_> {
                 "format": m.destination.format,
                 "compression": m.destination.compression,
                 "chunk_rows": m.snapshot.chunk_rows,
+                "encrypted": m.destination.encrypt_to.is_some() || m.destination.encrypt_to_file.is_some(),
             });
             h.update(content.to_string().as_bytes());
             hex::encode(h.finalize())
@@ -737,6 +760,7 @@ impl Validator<'_> {
             destination,
             state,
             rules,
+            recipients,
             content_hash,
         })
     }

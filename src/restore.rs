@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::crypto::{self, Identities};
 use crate::format::{self, ColumnInfo, EncodeOptions, sql::SqlEncoder};
 use crate::layout::{self, Metadata, SchemaFile, TableMeta};
 use crate::manifest::Plan;
@@ -53,6 +54,8 @@ pub struct RestoreOptions {
     pub no_binlog: bool,
     /// Progress display.
     pub progress: progress::Mode,
+    /// age identities for encrypted backups.
+    pub identities: Identities,
 }
 
 /// What a restore reports.
@@ -152,6 +155,60 @@ pub async fn resolve_backup(sink: &Sink, name: &str, wanted: &str) -> Result<(St
     Ok((id, meta))
 }
 
+/// Reads a small file of a backup whole, decrypting `<path>.age` when the backup is encrypted.
+///
+/// # Errors
+/// When it is missing or cannot be decrypted.
+pub async fn read_small(
+    sink: &Sink,
+    path: &str,
+    meta: &Metadata,
+    ids: &Identities,
+) -> Result<Vec<u8>> {
+    if meta.encryption_recipients.is_empty() {
+        return sink.get(path).await;
+    }
+    let name = format!("{path}.age");
+    let sealed = sink.get(&name).await?;
+    let mut plain = Vec::new();
+    ids.decrypt(&sealed[..], &name)?
+        .read_to_end(&mut plain)
+        .with_context(|| format!("cannot decrypt {name}"))?;
+    Ok(plain)
+}
+
+/// A table of a backup: its `schema.json` (decrypted when needed) and its metadata entry with
+/// the chunk keys restored from `keys.json.age` when the backup is encrypted.
+///
+/// # Errors
+/// When a file is missing, damaged or cannot be decrypted.
+pub async fn load_table(
+    sink: &Sink,
+    dir: &str,
+    meta: &Metadata,
+    t: &TableMeta,
+    ids: &Identities,
+) -> Result<(TableMeta, SchemaFile)> {
+    let tdir = format!("{dir}/{}", layout::table_dir(&t.schema, &t.table));
+    let schema: SchemaFile =
+        serde_json::from_slice(&read_small(sink, &format!("{tdir}/schema.json"), meta, ids).await?)
+            .with_context(|| format!("{tdir}/schema.json is not valid"))?;
+    let mut t = t.clone();
+    if !meta.encryption_recipients.is_empty() {
+        let name = format!("{tdir}/{}", layout::KEYS_FILE);
+        let sealed = sink.get(&name).await?;
+        let mut plain = Vec::new();
+        ids.decrypt(&sealed[..], &name)?.read_to_end(&mut plain)?;
+        let keys: Vec<serde_json::Value> =
+            serde_json::from_slice(&plain).with_context(|| format!("{name} is not valid"))?;
+        for (c, k) in t.chunks.iter_mut().zip(keys) {
+            c.first_key = k["first_key"].clone();
+            c.last_key = k["last_key"].clone();
+        }
+    }
+    Ok((t, schema))
+}
+
 struct TablePlan {
     meta: TableMeta,
     schema: SchemaFile,
@@ -186,6 +243,7 @@ struct Shared {
     cancel: CancellationToken,
     progress: Arc<Progress>,
     max_statement: usize,
+    identities: Identities,
 }
 
 /// Runs (or resumes) a restore.
@@ -215,10 +273,8 @@ pub async fn run(
         if filter.as_ref().is_some_and(|f| !f.is_match(&full)) {
             continue;
         }
-        let tdir = format!("{dir}/{}", layout::table_dir(&t.schema, &t.table));
-        let schema: SchemaFile =
-            serde_json::from_slice(&sink.get(&format!("{tdir}/schema.json")).await?)
-                .with_context(|| format!("{tdir}/schema.json is not valid"))?;
+        let (t, schema) = load_table(&sink, &dir, &meta, t, &opts.identities).await?;
+        let t = &t;
         let columns = ColumnInfo::list(&schema.schema, &t.columns);
         let pick = t
             .columns
@@ -272,12 +328,16 @@ pub async fn run(
         }
         None => {
             for t in &tables {
-                let create = sink
-                    .get(&format!(
+                let create = read_small(
+                    &sink,
+                    &format!(
                         "{dir}/{}/schema.sql",
                         layout::table_dir(&t.meta.schema, &t.meta.table)
-                    ))
-                    .await?;
+                    ),
+                    &meta,
+                    &opts.identities,
+                )
+                .await?;
                 prepare_table(
                     &mut coord,
                     t,
@@ -338,6 +398,7 @@ pub async fn run(
         restore_id: restore_id.clone(),
         cancel: cancel.clone(),
         progress: Arc::clone(&progress),
+        identities: opts.identities.clone(),
         max_statement: usize::try_from(
             max_packet.saturating_sub(64 << 10).clamp(64 << 10, 1 << 20),
         )?,
@@ -479,7 +540,14 @@ async fn worker(sh: &Shared, mut conn: Conn) -> Result<()> {
             }
         };
         sh.state
-            .restore_chunk_done(&sh.restore_id, &t.name(), job.chunk_no, rows)?;
+            .restore_chunk_done(&sh.restore_id, &t.name(), job.chunk_no, rows)
+            .with_context(|| {
+                format!(
+                    "cannot record restored chunk {} of {} in the state file",
+                    job.chunk_no,
+                    t.name()
+                )
+            })?;
     }
     conn.disconnect().await.ok();
     Ok(())
@@ -541,7 +609,7 @@ async fn load_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<u64> {
     let chunk = &t.meta.chunks[ci];
     let path = format!("{}/{}", sh.dir, chunk.file);
     let reader = sh.sink.open_read(&path).await?;
-    let zst = chunk.file.ends_with(".zst");
+    let ids = sh.identities.clone();
     let format = sh.format;
     let table = format::TableInfo {
         schema: t.meta.schema.clone(),
@@ -560,11 +628,7 @@ async fn load_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<u64> {
     let (tx, mut rx) = mpsc::channel::<(u64, Vec<Vec<u8>>)>(4);
     let file = path.clone();
     let decoder = tokio::task::spawn_blocking(move || -> Result<u64> {
-        let input: Box<dyn Read + Send> = if zst {
-            Box::new(zstd::stream::read::Decoder::new(reader).context("zstd")?)
-        } else {
-            Box::new(reader)
-        };
+        let input = crypto::plain_reader(reader, &file, &ids)?;
         let mut dec = format::decoder(
             format,
             &table,

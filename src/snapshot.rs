@@ -414,6 +414,7 @@ pub async fn run(
         &layout::backup_dir(&m.name, &backup_id),
         &specs,
         m.destination.format,
+        &plan.recipients,
     )
     .await?;
 
@@ -544,8 +545,33 @@ pub async fn run(
         .ok_or_else(|| anyhow!("backup {backup_id} vanished from the state table"))?;
     let first_point: SnapshotPoint = serde_json::from_value(record.position.clone())
         .context("state table holds an invalid snapshot point")?;
-    let metadata = build_metadata(&shared, &record, &first_point, &info, &src, &chunks)?;
+    let mut metadata = build_metadata(&shared, &record, &first_point, &info, &src, &chunks)?;
     let dir = layout::backup_dir(&m.name, &backup_id);
+    if !plan.recipients.is_empty() {
+        // Keys are row data: into an encrypted file per table, out of the plain metadata.
+        metadata.encryption_recipients = plan.recipients.strings();
+        for t in &mut metadata.tables {
+            let keys: Vec<serde_json::Value> = t
+                .chunks
+                .iter_mut()
+                .map(|c| {
+                    serde_json::json!({
+                        "file": c.file,
+                        "first_key": std::mem::take(&mut c.first_key),
+                        "last_key": std::mem::take(&mut c.last_key),
+                    })
+                })
+                .collect();
+            let path = format!(
+                "{dir}/{}/{}",
+                layout::table_dir(&t.schema, &t.table),
+                layout::KEYS_FILE
+            );
+            let plain = serde_json::to_vec(&keys)?;
+            sink.put(&path, plan.recipients.encrypt_bytes(&plain)?)
+                .await?;
+        }
+    }
     let mut text = serde_json::to_vec_pretty(&metadata)?;
     text.push(b'\n');
     sink.put(&format!("{dir}/metadata.json"), text).await?;
@@ -637,33 +663,40 @@ async fn write_schema_files(
     dir: &str,
     specs: &[TableSpec],
     format: Format,
+    recipients: &crate::crypto::Recipients,
 ) -> Result<()> {
-    for spec in specs {
-        if format == Format::Avro {
-            let tdir = format!(
-                "{dir}/{}",
-                layout::table_dir(&spec.schema.schema, &spec.schema.table)
-            );
-            let mut avsc =
-                serde_json::to_vec_pretty(&format::avro::schema_json(&spec.format_table()))?;
-            avsc.push(b'\n');
-            sink.put(&format!("{tdir}/schema.avsc"), avsc).await?;
+    // Schema files can hold defaults and comments: encrypted like the data when asked.
+    let put = |name: String, mut bytes: Vec<u8>| async move {
+        bytes.push(b'\n');
+        if recipients.is_empty() {
+            sink.put(&name, bytes).await
+        } else {
+            sink.put(&format!("{name}.age"), recipients.encrypt_bytes(&bytes)?)
+                .await
         }
+    };
+    for spec in specs {
         let tdir = format!(
             "{dir}/{}",
             layout::table_dir(&spec.schema.schema, &spec.schema.table)
         );
+        if format == Format::Avro {
+            let avsc = serde_json::to_vec_pretty(&format::avro::schema_json(&spec.format_table()))?;
+            put(format!("{tdir}/schema.avsc"), avsc).await?;
+        }
         let mut sql = spec.schema.create_sql.clone().into_bytes();
-        sql.extend_from_slice(b";\n");
-        sink.put(&format!("{tdir}/schema.sql"), sql).await?;
+        sql.push(b';');
+        put(format!("{tdir}/schema.sql"), sql).await?;
         let schema_file = SchemaFile {
             schema: spec.schema.clone(),
             selected_columns: spec.columns.clone(),
             chunk_key: spec.key.clone(),
         };
-        let mut json = serde_json::to_vec_pretty(&schema_file)?;
-        json.push(b'\n');
-        sink.put(&format!("{tdir}/schema.json"), json).await?;
+        put(
+            format!("{tdir}/schema.json"),
+            serde_json::to_vec_pretty(&schema_file)?,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -691,7 +724,15 @@ async fn worker_loop(sh: &Shared, mut w: source::Worker) -> Result<()> {
             .with_context(|| format!("chunk {} of {}", job.chunk_no, spec.name()))?;
         done.point = point.clone();
         sh.state
-            .chunk_done(&sh.backup_id, &spec.name(), job.chunk_no, &done)?;
+            .chunk_done(&sh.backup_id, &spec.name(), job.chunk_no, &done)
+            .with_context(|| {
+                format!(
+                    "cannot record chunk {} of {} in the state file {:?}",
+                    job.chunk_no,
+                    spec.name(),
+                    sh.plan.state
+                )
+            })?;
         tracing::debug!(table = %spec.name(), chunk = job.chunk_no, rows = done.rows, bytes = done.bytes, "Chunk written.");
         let left = {
             let mut r = sh
@@ -754,21 +795,43 @@ impl Write for HashSink {
     }
 }
 
+/// The tail of the pipeline: [zstd →] [age →] hashing sink.
 enum Out {
     Zstd(zstd::stream::write::Encoder<'static, HashSink>),
+    ZstdAge(zstd::stream::write::Encoder<'static, age::stream::StreamWriter<HashSink>>),
+    Age(age::stream::StreamWriter<HashSink>),
     Plain(HashSink),
 }
 
 impl Out {
+    fn new(
+        sink: HashSink,
+        zstd_level: Option<i32>,
+        recipients: &crate::crypto::Recipients,
+    ) -> Result<Out> {
+        Ok(match (zstd_level, recipients.is_empty()) {
+            (Some(level), true) => Out::Zstd(zstd::stream::write::Encoder::new(sink, level)?),
+            (Some(level), false) => Out::ZstdAge(zstd::stream::write::Encoder::new(
+                recipients.encrypt(sink)?,
+                level,
+            )?),
+            (None, false) => Out::Age(recipients.encrypt(sink)?),
+            (None, true) => Out::Plain(sink),
+        })
+    }
     fn writer(&mut self) -> &mut dyn Write {
         match self {
             Out::Zstd(e) => e,
+            Out::ZstdAge(e) => e,
+            Out::Age(a) => a,
             Out::Plain(p) => p,
         }
     }
     fn finish(self) -> std::io::Result<HashSink> {
         match self {
             Out::Zstd(e) => e.finish(),
+            Out::ZstdAge(e) => e.finish()?.finish(),
+            Out::Age(a) => a.finish(),
             Out::Plain(p) => Ok(p),
         }
     }
@@ -781,6 +844,7 @@ fn encode_chunk(
     mut encoder: Box<dyn format::RowEncoder>,
     key_pos: Vec<(usize, Kind, u32)>,
     zstd_level: Option<i32>,
+    recipients: crate::crypto::Recipients,
 ) -> Result<Encoded> {
     let sink = HashSink {
         tx,
@@ -788,10 +852,7 @@ fn encode_chunk(
         sha: Sha256::new(),
         bytes: 0,
     };
-    let mut out = match zstd_level {
-        Some(level) => Out::Zstd(zstd::stream::write::Encoder::new(sink, level)?),
-        None => Out::Plain(sink),
-    };
+    let mut out = Out::new(sink, zstd_level, &recipients)?;
     let mut rows = 0u64;
     let mut first_key = None;
     let mut last_key = None;
@@ -848,7 +909,8 @@ async fn read_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<ChunkDone
         layout::chunk_file(
             job.chunk_no,
             m.destination.format,
-            m.destination.compression
+            m.destination.compression,
+            !sh.plan.recipients.is_empty()
         )
     );
     let path = format!("{}/{rel}", layout::backup_dir(&m.name, &sh.backup_id));
@@ -862,8 +924,9 @@ async fn read_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<ChunkDone
     let row_encoder = format::encoder(m.destination.format, &spec.format_table(), sh.encode_opts)?;
     let key_pos = spec.key_positions();
     let level = sh.zstd_level;
+    let recipients = sh.plan.recipients.clone();
     let encoder = tokio::task::spawn_blocking(move || {
-        encode_chunk(row_rx, buf_tx, row_encoder, key_pos, level)
+        encode_chunk(row_rx, buf_tx, row_encoder, key_pos, level, recipients)
     });
 
     let reader = async {

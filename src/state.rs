@@ -327,6 +327,28 @@ impl SqliteState {
         }
     }
 
+    /// Opens the store for reading only (`status`): never creates or writes anything, so it
+    /// cannot get in the way of a running backup. `None` when there is no state file yet.
+    ///
+    /// # Errors
+    /// When the file exists but cannot be opened.
+    pub fn open_read_only(url: &StateUrl) -> Result<Option<SqliteState>> {
+        let StateUrl::Sqlite(path) = url;
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("cannot open state file {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        Ok(Some(SqliteState {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.clone(),
+        }))
+    }
+
     /// The file behind this store.
     pub fn path(&self) -> &Path {
         &self.path
@@ -427,7 +449,8 @@ impl StateStore for SqliteState {
         chunks: &[ChunkRecord],
     ) -> Result<()> {
         let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
+        // IMMEDIATE: take the write lock up front, so a busy database waits instead of failing.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO backups (id, name, manifest_hash, status, position, started_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

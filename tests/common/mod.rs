@@ -354,10 +354,14 @@ pub fn wait_for_chunks(manifest: &Path, min_done: u64, child: &mut std::process:
                 return;
             }
         }
-        assert!(
-            child.try_wait().expect("try_wait").is_none(),
-            "the backup ended before it could be interrupted"
-        );
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read as _;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("the backup ended ({status}) before it could be interrupted:\n{err}");
+        }
         assert!(Instant::now() < deadline, "no progress within 30 s");
         std::thread::sleep(Duration::from_millis(50));
     }
