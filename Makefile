@@ -11,7 +11,7 @@ all: build
 build:
 	$(CARGO) build
 
-# System packages the tests and the demo need (MariaDB server and client, zstd).
+# System packages the tests and the demo need (MariaDB server and client, zstd, age).
 deps:
 	@scripts/install-deps.sh
 

@@ -1,43 +1,62 @@
 #!/usr/bin/env bash
-# `make demo`: a private MariaDB with sample data, one backup with storagetapper, and a check
-# that every chunk file decodes and holds exactly the rows the source has.
+# `make demo`: the restore drill an operator would put in CI, printed as a short report.
 #
-#   1. start a sandbox server in target/demo/mariadb on 127.0.0.1:33306 (stopped again on exit)
-#   2. create database `demo`: customers (200k rows), orders (500k, composite key),
+#   1. start a sandbox MariaDB in target/demo/mariadb on 127.0.0.1:33306 (stopped again on exit)
+#      and create database `demo`: customers (200k rows), orders (500k, composite key),
 #      events (20k, no primary key: one chunk), generated with the SEQUENCE engine
-#   3. storagetapper backup -m manifests/demo.toml
-#   4. storagetapper list / status, the backup's file tree, a sample row per table
-#   5. verify: sha256 and row count of every chunk against metadata.json, and each table's
-#      decoded line count against SELECT COUNT(*) on the source (with the manifest's `where`)
-#   6. restore drill: storagetapper restore into a new database `demo_restored` on the same
-#      server, then CHECKSUM TABLE of every table against the source. A table the manifest
-#      restricts (`columns`, `exclude_columns` or `where`) cannot match the whole source table:
-#      its row count is compared with the filtered source count instead, plus a CRC32 sum over
-#      the backed-up columns
+#   2. storagetapper keygen -o target/demo/drill.key: a fresh age key for every run; write
+#      target/demo/drill.toml = manifests/drill.toml with its recipient in `encrypt_to`
+#   3. storagetapper backup: Avro, zstd, encrypted to that key
+#   4. the files are sealed: only metadata.json is plain (and holds no chunk keys), every other
+#      file is an age file; verify without a key, or with another key, exits 2
+#   5. the standard `age` CLI opens a chunk with the key: age -d | zstd -d gives the Avro magic
+#   6. storagetapper verify --identity: size, sha256, decryption, decoding and row count of
+#      every chunk (exit 0)
+#   7. storagetapper restore --identity into a new database `demo_restored`, then CHECKSUM
+#      TABLE and row count of every table against the source (manifests/drill.toml backs up
+#      whole tables only, so every table must match exactly)
 #
-# Exit status: 0 all tables match, 1 a mismatch, 2 anything else failed.
+# Every check is a line of the final report. Exit status: 0 every check passed, 1 a check
+# failed (a mismatch, a bad file, a failed restore), 2 the demo itself could not run.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ST=${STORAGETAPPER:-./target/debug/storagetapper}
-MANIFEST=manifests/demo.toml
+TEMPLATE=manifests/drill.toml
 DEMO=target/demo
 SANDBOX=$DEMO/mariadb
 PORT=33306
-BACKUPS=$DEMO/backups # = [destination] url of the manifest
-STATE=$DEMO/state.db  # = [state] url of the manifest
+MANIFEST=$DEMO/drill.toml
+KEY=$DEMO/drill.key
+WRONG_KEY=$DEMO/wrong.key
+BACKUPS=$DEMO/drill-backups # = [destination] url of the manifest
+STATE=$DEMO/drill-state.db  # = [state] url of the manifest
+RESTORE_DB=demo_restored
+TARGET=mysql://root@127.0.0.1:$PORT/$RESTORE_DB
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 2; }
 now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+problems=0
+checks=()
+# check NAME OK|FAIL DETAIL: one line of the report; a failure makes the demo exit 1.
+check() {
+    checks+=("$(printf '%-4s %-22s %s' "$2" "$1" "$3")")
+    printf '     %-4s %s\n' "$2" "$3"
+    [ "$2" = OK ] || problems=$((problems + 1))
+}
 
 [ -x "$ST" ] || die "$ST is missing: run \`cargo build\` (or \`make demo\`) first"
-for tool in zstd sha256sum awk; do
-    command -v "$tool" >/dev/null 2>&1 || die "\`$tool\` is needed (\`make deps\` installs zstd)"
+for tool in zstd age od awk; do
+    command -v "$tool" >/dev/null 2>&1 || die "\`$tool\` is needed (\`make deps\` installs zstd and age)"
 done
 MARIADB=$(command -v mariadb || true)
 [ -n "$MARIADB" ] || die "the \`mariadb\` client is needed (\`make deps\` installs it)"
+# The placeholder recipient of manifests/drill.toml (its key was thrown away).
+PLACEHOLDER=$(sed -n 's/^encrypt_to = \["\(age1[0-9a-z]*\)"\].*/\1/p' "$TEMPLATE")
+[ -n "$PLACEHOLDER" ] || die "$TEMPLATE has no line encrypt_to = [\"age1…\"] to put the new key in"
 
 sql() {
     "$MARIADB" --no-defaults --default-character-set=utf8mb4 -uroot -S "$SANDBOX/mysqld.sock" "$@"
@@ -50,20 +69,19 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'echo "demo: failed: $BASH_COMMAND" >&2; exit 2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
+T0=$(now)
 
 # ---------------------------------------------------------------------------------------------
-step "Starting a private MariaDB in $SANDBOX on 127.0.0.1:$PORT"
+step "Sandbox MariaDB on 127.0.0.1:$PORT with database demo (customers 200k, orders 500k, events 20k rows)"
+t0=$(now)
 # A server left running by an interrupted demo would hold the port.
 scripts/sandbox.sh stop "$SANDBOX" >/dev/null 2>&1 || true
 rm -rf "$SANDBOX" "$BACKUPS" "$STATE" "$STATE-wal" "$STATE-shm" "$STATE-journal"
 mkdir -p "$DEMO"
-scripts/sandbox.sh start "$SANDBOX" "$PORT"
-
-# ---------------------------------------------------------------------------------------------
-step "Creating database demo (customers 200k, orders 500k, events 20k rows)"
-t0=$(now)
+scripts/sandbox.sh start "$SANDBOX" "$PORT" >/dev/null
 sql >/dev/null <<'SQL'
 -- Bulk load outside the binlog (faster); the binlog stays on for the backup's position.
 SET SESSION sql_log_bin = 0;
@@ -121,200 +139,158 @@ SELECT TIMESTAMP'2025-06-01 00:00:00' + INTERVAL seq * 1234567 MICROSECOND,
           JSON_OBJECT('n', seq, 'tags', JSON_ARRAY('a', 'ü'), 'ok', seq % 2 = 0))
 FROM seq_1_to_20000;
 
--- Fresh statistics, so the row estimates of `plan` and the progress are close.
 ANALYZE TABLE customers, orders, events;
 SQL
-echo "loaded in $(elapsed "$t0" "$(now)") s"
+mapfile -t TABLES < <(sql -N -B -e "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'demo' AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME")
+echo "     ready in $(elapsed "$t0") s"
 
 # ---------------------------------------------------------------------------------------------
-step "storagetapper backup -m $MANIFEST --no-progress"
+step "storagetapper keygen -o $KEY; $MANIFEST = $TEMPLATE with its recipient"
+# keygen never overwrites a key file: remove the previous run's.
+rm -f "$KEY" "$WRONG_KEY"
+RECIPIENT=$("$ST" -q keygen -o "$KEY" 2>/dev/null)
+[[ $RECIPIENT == age1* ]] || die "keygen printed no recipient"
+# The copy lives in target/demo/, so its relative paths drop the ../target/demo/ prefix.
+sed -e "s/$PLACEHOLDER/$RECIPIENT/" -e 's#://\.\./target/demo/#://#' "$TEMPLATE" >"$MANIFEST"
+grep -q "$RECIPIENT" "$MANIFEST" || die "the recipient did not make it into $MANIFEST"
+echo "     recipient $RECIPIENT; key file mode $(stat -c %a "$KEY")"
+
+# ---------------------------------------------------------------------------------------------
+step "storagetapper backup -m $MANIFEST (avro, zstd, age)"
 t0=$(now)
-"$ST" backup -m "$MANIFEST" --no-progress
-backup_secs=$(elapsed "$t0" "$(now)")
-
-# ---------------------------------------------------------------------------------------------
-step "storagetapper list -m $MANIFEST"
-"$ST" list -m "$MANIFEST"
-
-step "storagetapper status -m $MANIFEST"
-"$ST" status -m "$MANIFEST"
-
-mapfile -t dirs < <(find "$BACKUPS/demo" -mindepth 1 -maxdepth 1 -type d | sort)
-[ "${#dirs[@]}" -eq 1 ] || die "expected exactly one backup under $BACKUPS/demo, found ${#dirs[@]}"
+backup_line=$("$ST" -q --no-progress backup -m "$MANIFEST")
+backup_secs=$(elapsed "$t0")
+echo "     ${backup_line%% -> *}"
+mapfile -t dirs < <(find "$BACKUPS/drill" -mindepth 1 -maxdepth 1 -type d | sort)
+[ "${#dirs[@]}" -eq 1 ] || die "expected one backup under $BACKUPS/drill, found ${#dirs[@]}"
 BACKUP=${dirs[0]}
-META=$BACKUP/metadata.json
-[ -s "$META" ] || die "$META is missing: the backup is not complete"
-
-step "Files in $BACKUPS (sizes in bytes; long runs of chunk files shortened)"
-find "$BACKUPS" -mindepth 1 -printf '%P\t%y\t%s\n' | LC_ALL=C sort | awk -F'\t' '
-    { path[NR] = $1; type[NR] = $2; size[NR] = $3
-      n = split($1, part, "/"); name[NR] = part[n]; depth[NR] = n - 1
-      parent[NR] = substr($1, 1, length($1) - length(part[n]))
-      if ($2 == "f" && part[n] ~ /^[0-9][0-9][0-9][0-9][0-9]\./) { chunks[parent[NR]]++; no[NR] = chunks[parent[NR]] } }
-    END {
-      for (i = 1; i <= NR; i++) {
-        ind = sprintf("%" (depth[i] * 4) "s", "")
-        if (type[i] == "d") { printf "%s%s/\n", ind, name[i]; continue }
-        if (no[i]) {
-          total = chunks[parent[i]]
-          if (no[i] > 3 && no[i] <= total - 2) {
-            if (no[i] == 4) printf "%s… %d more chunk files\n", ind, total - 5
-            continue
-          }
-        }
-        printf "%s%-24s %12d\n", ind, name[i], size[i]
-      }
-    }'
-
-step "A sample row of each table (first line of chunk 00000)"
-for f in "$BACKUP"/*/00000.*; do
-    table=$(basename "$(dirname "$f")")
-    printf '%s\n    %s\n' "$table" "$(zstd -dcq "$f" | head -n 1)"
+for d in "$BACKUP"/*/; do
+    mapfile -t chunks < <(cd "$d" && ls -- [0-9][0-9][0-9][0-9][0-9].*)
+    range=${chunks[0]:-}
+    [ "${#chunks[@]}" -le 1 ] || range+=" … ${chunks[-1]}"
+    printf '     %-16s %s + %d chunk file(s) %s\n' "$(basename "$d")/" \
+        "$(cd "$d" && echo [!0-9]*)" "${#chunks[@]}" "$range"
 done
 
 # ---------------------------------------------------------------------------------------------
-step "Verifying: decode every chunk, compare with metadata.json and the source"
-# metadata.json is read with the server's JSON_TABLE, so the demo needs no jq.
-meta_sql=$(<"$META")
-meta_sql=${meta_sql//\\/\\\\}
-meta_sql=${meta_sql//\'/\'\'}
-tables_tsv=$(printf "SELECT m.s, m.t, m.r, m.b, COALESCE(m.w, '') FROM JSON_TABLE('%s', '\$.tables[*]' COLUMNS (s VARCHAR(64) PATH '\$.schema', t VARCHAR(64) PATH '\$.table', w TEXT PATH '\$.where', r BIGINT PATH '\$.rows', b BIGINT PATH '\$.bytes')) m" "$meta_sql" | sql -N -B -r)
-chunks_tsv=$(printf "SELECT CONCAT(m.s, '.', m.t), m.f, m.r, m.h FROM JSON_TABLE('%s', '\$.tables[*]' COLUMNS (s VARCHAR(64) PATH '\$.schema', t VARCHAR(64) PATH '\$.table', NESTED PATH '\$.chunks[*]' COLUMNS (f VARCHAR(255) PATH '\$.file', r BIGINT PATH '\$.rows', h CHAR(64) PATH '\$.sha256'))) m" "$meta_sql" | sql -N -B -r)
-[ -n "$tables_tsv" ] || die "metadata.json lists no tables"
-
-t0=$(now)
-problems=0
-declare -A decoded_rows decoded_bytes chunk_count
-while IFS=$'\t' read -r table file rows sha; do
-    path=$BACKUP/$file
-    if [ ! -f "$path" ]; then
-        echo "MISSING  $file (listed in metadata.json)"
-        problems=$((problems + 1))
-        continue
-    fi
-    actual_sha=$(sha256sum "$path" | cut -d' ' -f1)
-    if [ "$actual_sha" != "$sha" ]; then
-        echo "MISMATCH $file: sha256 $actual_sha, metadata.json says $sha"
-        problems=$((problems + 1))
-    fi
-    read -r lines bytes < <(zstd -dcq "$path" | wc -lc)
-    if [ "$lines" != "$rows" ]; then
-        echo "MISMATCH $file: $lines lines, metadata.json says $rows rows"
-        problems=$((problems + 1))
-    fi
-    decoded_rows[$table]=$(( ${decoded_rows[$table]:-0} + lines ))
-    decoded_bytes[$table]=$(( ${decoded_bytes[$table]:-0} + bytes ))
-    chunk_count[$table]=$(( ${chunk_count[$table]:-0} + 1 ))
-done <<<"$chunks_tsv"
-n_chunks=$(grep -c . <<<"$chunks_tsv" || true)
-echo "$n_chunks chunk files decoded; sha256 and line counts checked against metadata.json"
-
-report=()
-total_src=0 total_bak=0 total_bytes=0 total_json=0
-# `where` comes last: read keeps an empty last field (tabs are IFS whitespace, so an empty field
-# in the middle would vanish) and a condition holding a tab stays whole.
-while IFS=$'\t' read -r schema table meta_rows meta_bytes where; do
-    name=$schema.$table
-    count_sql="SELECT COUNT(*) FROM \`${schema//\`/\`\`}\`.\`${table//\`/\`\`}\`"
-    [ -z "$where" ] || count_sql+=" WHERE ($where)"
-    src=$(sql -N -B -e "$count_sql")
-    bak=${decoded_rows[$name]:-0}
-    # Chunk files on disk that metadata.json does not list would be rows counted nowhere.
-    on_disk=$(find "$BACKUP/$name" -maxdepth 1 -name '[0-9][0-9][0-9][0-9][0-9].*' -type f | wc -l)
-    result=OK
-    if [ "$src" != "$bak" ] || [ "$meta_rows" != "$bak" ] || [ "$on_disk" != "${chunk_count[$name]:-0}" ]; then
-        result=MISMATCH
-        problems=$((problems + 1))
-    fi
-    [ -z "$where" ] || result=$(printf '%-8s (where %s)' "$result" "$where")
-    report+=("$(printf '%-16s %12s %12s %7s %12s %12s  %s' "$name" "$src" "$bak" \
-        "${chunk_count[$name]:-0}" "$meta_bytes" "${decoded_bytes[$name]:-0}" "$result")")
-    total_src=$((total_src + src))
-    total_bak=$((total_bak + bak))
-    total_bytes=$((total_bytes + meta_bytes))
-    total_json=$((total_json + ${decoded_bytes[$name]:-0}))
-done <<<"$tables_tsv"
-verify_secs=$(elapsed "$t0" "$(now)")
+step "Without the key the files are sealed"
+plain=$(find "$BACKUP" -type f ! -name '*.age' ! -path "$BACKUP/metadata.json" | sort)
+n_files=$(find "$BACKUP" -type f | wc -l)
+if [ -z "$plain" ]; then
+    check "sealed files" OK "$((n_files - 1)) of $n_files files are age files; only metadata.json is plain"
+else
+    check "sealed files" FAIL "not encrypted: $(echo $plain)"
+fi
+# Chunk keys are row data: they must be in keys.json.age, not in metadata.json.
+if grep -Eq '"(first|last)_key": [^n]' "$BACKUP/metadata.json"; then
+    check "no keys in metadata" FAIL "metadata.json holds chunk keys"
+elif ! grep -q "\"$RECIPIENT\"" "$BACKUP/metadata.json"; then
+    check "no keys in metadata" FAIL "metadata.json does not list $RECIPIENT in encryption_recipients"
+else
+    check "no keys in metadata" OK "metadata.json: encryption_recipients = [the new key], chunk keys null (in keys.json.age)"
+fi
+CHUNK=$(find "$BACKUP/demo.customers" -name '00000.*' | head -n 1)
+[ -n "$CHUNK" ] || die "no chunk 00000 for demo.customers"
+header=$(head -c 21 "$CHUNK")
+if [ "$header" = age-encryption.org/v1 ] && ! zstd -tq "$CHUNK" 2>/dev/null; then
+    check "age header" OK "${CHUNK#"$BACKUP"/} starts with \"$header\"; zstd cannot read it"
+else
+    check "age header" FAIL "${CHUNK#"$BACKUP"/} is not an age file"
+fi
+rc=0
+out=$("$ST" -q verify -m "$MANIFEST" 2>&1 >/dev/null | grep '^error: ') || rc=$?
+if [ "$rc" -eq 2 ] && [[ $out == *"give --identity"* ]]; then
+    check "verify, no key" OK "exit 2: ${out#error: }"
+else
+    check "verify, no key" FAIL "exit $rc (expected 2): $out"
+fi
+"$ST" -q keygen -o "$WRONG_KEY" >/dev/null 2>&1
+rc=0
+out=$("$ST" -q verify -m "$MANIFEST" --identity "$WRONG_KEY" 2>&1 >/dev/null | grep '^error: ') || rc=$?
+if [ "$rc" -eq 2 ] && [[ $out == *"cannot open "*".age"* ]]; then
+    check "verify, wrong key" OK "exit 2: ${out#error: }"
+else
+    check "verify, wrong key" FAIL "exit $rc (expected 2): $out"
+fi
 
 # ---------------------------------------------------------------------------------------------
-RESTORE_DB=demo_restored
-TARGET=mysql://root@127.0.0.1:$PORT/$RESTORE_DB
-step "Restore drill: storagetapper restore -m $MANIFEST --target $TARGET --no-progress"
-t0=$(now)
-"$ST" restore -m "$MANIFEST" --target "$TARGET" --no-progress
-restore_secs=$(elapsed "$t0" "$(now)")
+step "With the key the standard age CLI reads them: age -d -i $KEY <chunk> | zstd -d | head -c 4"
+# head closes the pipe early, so age and zstd may die of SIGPIPE: judge by the bytes.
+magic=$( (age -d -i "$KEY" "$CHUNK" | zstd -dcq | head -c 4 | od -An -tx1 | tr -d ' \n') || true)
+if [ "$magic" = 4f626a01 ]; then
+    check "age CLI" OK "$(basename "$CHUNK") → 4f 62 6a 01 = \"Obj\" 0x01, the Avro magic"
+else
+    check "age CLI" FAIL "$(basename "$CHUNK") → '${magic:-nothing}', expected 4f626a01 (Obj 0x01)"
+fi
 
-step "Comparing $RESTORE_DB with the source"
-# The backed-up columns of each table, in order, from metadata.json.
-columns_tsv=$(printf "SELECT CONCAT(m.s, '.', m.t), GROUP_CONCAT(m.c ORDER BY m.n SEPARATOR ',') FROM JSON_TABLE('%s', '\$.tables[*]' COLUMNS (s VARCHAR(64) PATH '\$.schema', t VARCHAR(64) PATH '\$.table', NESTED PATH '\$.columns[*]' COLUMNS (n FOR ORDINALITY, c VARCHAR(64) PATH '\$'))) m GROUP BY m.s, m.t" "$meta_sql" | sql -N -B -r)
-declare -A backed_up_columns
-while IFS=$'\t' read -r name cols; do
-    backed_up_columns[$name]=$cols
-done <<<"$columns_tsv"
-qi() { printf '`%s`' "${1//\`/\`\`}"; }
+# ---------------------------------------------------------------------------------------------
+step "storagetapper verify -m $MANIFEST --identity $KEY"
 t0=$(now)
-restore_report=()
-restricted=()
-while IFS=$'\t' read -r schema table meta_rows meta_bytes where; do
-    name=$schema.$table
-    src_table="$(qi "$schema").$(qi "$table")"
-    dst_table="$(qi "$RESTORE_DB").$(qi "$table")"
-    all_cols=$(sql -N -B -e "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION SEPARATOR ',') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '${schema//\'/\'\'}' AND TABLE_NAME = '${table//\'/\'\'}'")
-    if [ -z "$where" ] && [ "$all_cols" = "${backed_up_columns[$name]:-}" ]; then
-        # The whole table was backed up: the restored copy must have the same checksum.
-        how="CHECKSUM TABLE"
-        src=$(sql -N -B -e "CHECKSUM TABLE $src_table" | cut -f2) || src=ERROR
-        dst=$(sql -N -B -e "CHECKSUM TABLE $dst_table" | cut -f2) || dst=ERROR
-    else
-        # Restricted by the manifest: the restored table holds the filtered rows and, in the
-        # other columns, their defaults. Compare the row count with the filtered source count,
-        # and a CRC32 sum over the backed-up columns (QUOTE keeps NULL apart from 'NULL').
-        IFS=, read -r -a cols <<<"${backed_up_columns[$name]:-}"
-        crc="COALESCE(SUM(CRC32(CONCAT_WS(',',"
-        for i in "${!cols[@]}"; do
-            [ "$i" -eq 0 ] || crc+=","
-            crc+="QUOTE($(qi "${cols[$i]}"))"
-        done
-        crc+="))), 0)"
-        IFS=, read -r -a source_cols <<<"$all_cols"
-        how="rows, crc32 of ${#cols[@]}/${#source_cols[@]} columns"
-        restricted+=("$name")
-        filter=""
-        [ -z "$where" ] || filter=" WHERE ($where)"
-        src=$(sql -N -B -e "SELECT CONCAT(COUNT(*), ' rows, crc ', $crc) FROM $src_table$filter") || src=ERROR
-        dst=$(sql -N -B -e "SELECT CONCAT(COUNT(*), ' rows, crc ', $crc) FROM $dst_table") || dst=ERROR
-    fi
+rc=0
+out=$("$ST" -q verify -m "$MANIFEST" --identity "$KEY") || rc=$?
+verify_secs=$(elapsed "$t0")
+grep '^BAD ' <<<"$out" | sed 's/^/     /' || true
+if [ "$rc" -eq 0 ]; then
+    check "verify" OK "exit 0 in $verify_secs s: ${out##*: }"
+else
+    check "verify" FAIL "exit $rc (expected 0): ${out##*$'\n'}"
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "storagetapper restore -m $MANIFEST --identity $KEY --target $TARGET"
+t0=$(now)
+rc=0
+restore_out=$("$ST" -q --no-progress restore -m "$MANIFEST" --identity "$KEY" --target "$TARGET" 2>&1) || rc=$?
+restore_secs=$(elapsed "$t0")
+if [ "$rc" -eq 0 ]; then
+    check "restore" OK "exit 0: $(tail -n 1 <<<"$restore_out")"
+else
+    check "restore" FAIL "exit $rc: $(grep -m 1 '^error: ' <<<"$restore_out" || tail -n 1 <<<"$restore_out")"
+fi
+
+step "CHECKSUM TABLE demo.X against $RESTORE_DB.X"
+tables_report=()
+table_problems=0
+# "rows checksum" of a table; empty when it cannot be read (e.g. missing).
+count_sum() {
+    sql -N -B -e "SELECT COUNT(*) FROM $1; CHECKSUM TABLE $1" 2>/dev/null |
+        awk 'NR == 1 { n = $1 } NR == 2 { print n, $2 }' || true
+}
+for t in "${TABLES[@]}"; do
+    q="\`${t//\`/\`\`}\`"
+    src=$(count_sum "demo.$q")
+    dst=$(count_sum "$RESTORE_DB.$q")
     result=OK
-    if [ -z "$src" ] || [ "$src" = ERROR ] || [ "$src" = NULL ] || [ "$src" != "$dst" ]; then
+    if [ -z "$src" ] || [ "$src" != "$dst" ] || [ "${src#* }" = NULL ]; then
         result=MISMATCH
-        problems=$((problems + 1))
+        table_problems=$((table_problems + 1))
     fi
-    [ -z "$where" ] || result=$(printf '%-8s (where %s)' "$result" "$where")
-    restore_report+=("$(printf '%-16s %-28s %33s %33s  %s' "$name" "$how" "$src" "$dst" "$result")")
-done <<<"$tables_tsv"
-compare_secs=$(elapsed "$t0" "$(now)")
-
-step "Report ($BACKUP)"
-printf '%-16s %12s %12s %7s %12s %12s  %s\n' table "source rows" "backup rows" chunks "zstd bytes" "json bytes" result
-printf '%s\n' "${report[@]}"
-printf '%-16s %12s %12s %7s %12s %12s\n' total "$total_src" "$total_bak" "" "$total_bytes" "$total_json"
-awk -v s="$backup_secs" -v r="$total_bak" -v v="$verify_secs" -v z="$total_bytes" -v j="$total_json" 'BEGIN {
-    printf "backup %.2f s (%.0f rows/s, wall clock incl. start-up); verification %.2f s; zstd ratio %.1fx\n",
-        s, (s > 0 ? r / s : 0), v, (z > 0 ? j / z : 0) }'
-
-printf '\nrestore drill: backup -> %s, compared with the source\n' "$RESTORE_DB"
-printf '%-16s %-28s %33s %33s  %s\n' table compared source restored result
-printf '%s\n' "${restore_report[@]}"
-for name in "${restricted[@]}"; do
-    printf '%s: restricted by the manifest (columns/where), so not CHECKSUM TABLE: its row count\n' "$name"
-    printf '    is compared with the filtered source count, plus a CRC32 sum over the backed-up columns\n'
+    read -r src_rows src_sum <<<"${src:-? ?}"
+    read -r dst_rows dst_sum <<<"${dst:-missing -}"
+    tables_report+=("$(printf '%-16s %9s %12s   %9s %12s   %s' "demo.$t" "$src_rows" "$src_sum" \
+        "$dst_rows" "$dst_sum" "$result")")
 done
-awk -v s="$restore_secs" -v r="$total_bak" -v c="$compare_secs" 'BEGIN {
-    printf "restore %.2f s (%d rows, %.0f rows/s, wall clock incl. start-up); comparison %.2f s\n",
-        s, r, (s > 0 ? r / s : 0), c }'
+extra=$(sql -N -B -e "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '$RESTORE_DB' AND TABLE_NAME NOT IN (SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'demo')" | tr '\n' ' ')
+if [ -n "$extra" ]; then
+    tables_report+=("$RESTORE_DB has tables the source lacks: $extra  MISMATCH")
+    table_problems=$((table_problems + 1))
+fi
+printf '     %-16s %9s %12s   %9s %12s   %s\n' table "src rows" "src checksum" "rows" checksum result
+printf '     %s\n' "${tables_report[@]}"
+if [ "$table_problems" -eq 0 ]; then
+    check "checksums" OK "${#TABLES[@]} of ${#TABLES[@]} tables: CHECKSUM TABLE and row count equal to the source"
+else
+    check "checksums" FAIL "$table_problems mismatch(es) between demo and $RESTORE_DB (table above)"
+fi
 
+# ---------------------------------------------------------------------------------------------
+echo
+step "Restore drill report: backup $(basename "$BACKUP"), encrypted to $RECIPIENT"
+printf '  %s\n' "${checks[@]}"
+printf '  times: backup %s s, verify %s s, restore %s s; whole drill %s s\n' \
+    "$backup_secs" "$verify_secs" "$restore_secs" "$(elapsed "$T0")"
 if [ "$problems" -ne 0 ]; then
-    echo "demo: $problems mismatch(es)" >&2
+    echo "demo: FAILED: $problems check(s) failed" >&2
     exit 1
 fi
-echo "demo: all tables OK"
+echo "demo: restore drill passed"

@@ -457,6 +457,14 @@ async fn print_plan(plan: &Plan) -> Result<()> {
     ));
     out.push_str(&format!("state      {:?}\n", plan.state));
     out.push_str(&format!(
+        "encryption {}\n",
+        if plan.recipients.is_empty() {
+            "none".to_string()
+        } else {
+            format!("age, to {}", plan.recipients.strings().join(", "))
+        }
+    ));
+    out.push_str(&format!(
         "threads    {}   chunk_rows {}   throttle rows/s={} bytes/s={}\n\nsource checks:\n",
         m.snapshot.threads,
         m.snapshot.chunk_rows,

@@ -738,6 +738,8 @@ impl Validator<'_> {
             });
         }
 
+        let mut sorted_recipients = recipients.strings();
+        sorted_recipients.sort();
         let content_hash = {
             let mut h = Sha256::new();
             let content = serde_json::json!({
@@ -745,7 +747,7 @@ impl Validator<'_> {
                 "format": m.destination.format,
                 "compression": m.destination.compression,
                 "chunk_rows": m.snapshot.chunk_rows,
-                "encrypted": m.destination.encrypt_to.is_some() || m.destination.encrypt_to_file.is_some(),
+                "recipients": sorted_recipients,
             });
             h.update(content.to_string().as_bytes());
             hex::encode(h.finalize())

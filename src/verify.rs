@@ -76,6 +76,7 @@ pub async fn run(plan: &Plan, opts: &VerifyOptions) -> Result<VerifyReport> {
     };
     let mut opened_any = false;
     let mut wrong_key: Option<anyhow::Error> = None;
+    let mut unopened: Vec<BadFile> = Vec::new();
     for t in &meta.tables {
         let tdir = format!("{dir}/{}", layout::table_dir(&t.schema, &t.table));
         let (t, schema) = match load_table(&sink, &dir, &meta, t, &opts.identities).await {
@@ -84,6 +85,10 @@ pub async fn run(plan: &Plan, opts: &VerifyOptions) -> Result<VerifyReport> {
                 x
             }
             Err(e) if e.is::<WrongKey>() => {
+                unopened.push(BadFile {
+                    file: format!("{tdir}/schema.json.age"),
+                    problem: format!("{e:#}"),
+                });
                 wrong_key.get_or_insert(e);
                 continue;
             }
@@ -95,6 +100,20 @@ pub async fn run(plan: &Plan, opts: &VerifyOptions) -> Result<VerifyReport> {
                 continue;
             }
         };
+        // The other small files restore needs.
+        let mut small = vec![format!("{tdir}/schema.sql")];
+        if meta.format == crate::manifest::Format::Avro {
+            small.push(format!("{tdir}/schema.avsc"));
+        }
+        for f in small {
+            report.files += 1;
+            if let Err(e) = restore::read_small(&sink, &f, &meta, &opts.identities).await {
+                report.bad.push(BadFile {
+                    file: f,
+                    problem: format!("{e:#}"),
+                });
+            }
+        }
         let info = format::TableInfo {
             schema: t.schema.clone(),
             table: t.table.clone(),
@@ -110,6 +129,10 @@ pub async fn run(plan: &Plan, opts: &VerifyOptions) -> Result<VerifyReport> {
                     report.bytes += c.bytes;
                 }
                 Err(e) if e.is::<WrongKey>() => {
+                    unopened.push(BadFile {
+                        file: path,
+                        problem: format!("{e:#}"),
+                    });
                     wrong_key.get_or_insert(e);
                 }
                 Err(e) => report.bad.push(BadFile {
@@ -119,10 +142,12 @@ pub async fn run(plan: &Plan, opts: &VerifyOptions) -> Result<VerifyReport> {
             }
         }
     }
-    if let Some(e) = wrong_key
-        && !opened_any
-    {
-        return Err(e);
+    if let Some(e) = wrong_key {
+        if !opened_any {
+            return Err(e);
+        }
+        // Some files open and some do not: those are bad (encrypted to other recipients).
+        report.bad.extend(unopened);
     }
     Ok(report)
 }

@@ -268,7 +268,7 @@ fn verify_names_tampered_and_missing_files_and_refuses_a_wrong_key() {
          INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_3000;",
     );
     let (key, recipient) = keygen(&case.dir, "key.txt");
-    let (other, _) = keygen(&case.dir, "other.txt");
+    let (other, other_recipient) = keygen(&case.dir, "other.txt");
     let m = encrypted_manifest(
         &case,
         &recipient,
@@ -341,6 +341,39 @@ fn verify_names_tampered_and_missing_files_and_refuses_a_wrong_key() {
     assert!(
         err.contains("cannot open") && err.contains(".age") && err.contains("other.txt"),
         "{err}"
+    );
+    // One chunk (whole, sha256 right) encrypted to someone else: bad, not skipped.
+    let victim = b.join(&files[0]);
+    let plain = age_decrypt(&key, &victim);
+    let plain_path = case.dir.join("plain.zst");
+    std::fs::write(&plain_path, plain).expect("write");
+    let o = Command::new("age")
+        .args([
+            "-r",
+            &other_recipient,
+            "-o",
+            &victim.to_string_lossy(),
+            &plain_path.to_string_lossy(),
+        ])
+        .output()
+        .expect("age -r");
+    assert!(o.status.success());
+    let mut meta = metadata(&b);
+    let stored = std::fs::read(&victim).expect("read");
+    meta["tables"][0]["chunks"][0]["bytes"] = serde_json::json!(stored.len());
+    meta["tables"][0]["chunks"][0]["sha256"] =
+        serde_json::json!(hex::encode(sha2::Sha256::digest(&stored)));
+    std::fs::write(
+        b.join("metadata.json"),
+        serde_json::to_vec_pretty(&meta).expect("json"),
+    )
+    .expect("write");
+    let o = run(&["verify", "-m", &ms, "-i", &k]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        out.contains(&files[0]) && out.contains("other recipients"),
+        "{out}"
     );
     let target = format!("mysql://root@127.0.0.1:{}/tamper_r", server().port);
     let o = run(&[
