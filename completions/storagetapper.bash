@@ -487,7 +487,7 @@ _storagetapper() {
             return 0
             ;;
         storagetapper__subcmd__verify)
-            opts="-m -b -i -v -q -h -V --manifest --backup --identity --json --log-format --verbose --quiet --no-progress --help --version"
+            opts="-m -b -i -v -q -h -V --manifest --backup --identity --against-source --json --log-format --verbose --quiet --no-progress --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

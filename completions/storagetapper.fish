@@ -71,6 +71,7 @@ complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -s b
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -s i -l identity -d 'age identity file for an encrypted backup (repeatable; default: the files in STORAGETAPPER_IDENTITY, `:`-separated)' -r -F
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -l log-format -d 'Log format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
+complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -l against-source -d 'Also compare each chunk\'s rows with the live source (a fingerprint of the same key range now vs at the snapshot). On a live source, changed chunks are expected (rows written since), not corruption: they are reported, not counted as bad'
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -l json -d 'Machine-readable report'
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -s v -l verbose -d 'More log output (-v debug, -vv trace)'
 complete -c storagetapper -n "__fish_storagetapper_using_subcommand verify" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only)'

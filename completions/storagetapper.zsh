@@ -92,6 +92,7 @@ _arguments "${_arguments_options[@]}" : \
 '*--identity=[age identity file for an encrypted backup (repeatable; default\: the files in STORAGETAPPER_IDENTITY, \`\:\`-separated)]:FILE:_files' \
 '--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
 json\:"One JSON object per line"))' \
+'--against-source[Also compare each chunk'\''s rows with the live source (a fingerprint of the same key range now vs at the snapshot). On a live source, changed chunks are expected (rows written since), not corruption\: they are reported, not counted as bad]' \
 '--json[Machine-readable report]' \
 '*-v[More log output (-v debug, -vv trace)]' \
 '*--verbose[More log output (-v debug, -vv trace)]' \

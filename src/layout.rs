@@ -195,6 +195,15 @@ pub struct ChunkMeta {
     pub first_key: serde_json::Value,
     /// Last key in the file.
     pub last_key: serde_json::Value,
+    /// Exclusive lower bound of the chunk's key range (typed, lossless), null for the first.
+    #[serde(default)]
+    pub lower_bound: serde_json::Value,
+    /// Inclusive upper bound, null for the last.
+    #[serde(default)]
+    pub upper_bound: serde_json::Value,
+    /// Fingerprint of the chunk's rows at the snapshot (see `verify --against-source`).
+    #[serde(default)]
+    pub source_fingerprint: Option<u64>,
     /// The point the chunk was read at.
     pub point: ChunkPoint,
 }

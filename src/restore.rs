@@ -204,6 +204,8 @@ pub async fn load_table(
         for (c, k) in t.chunks.iter_mut().zip(keys) {
             c.first_key = k["first_key"].clone();
             c.last_key = k["last_key"].clone();
+            c.lower_bound = k["lower_bound"].clone();
+            c.upper_bound = k["upper_bound"].clone();
         }
     }
     Ok((t, schema))

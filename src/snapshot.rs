@@ -250,7 +250,11 @@ fn key_json(values: &[Value]) -> serde_json::Value {
     )
 }
 
-fn key_values(json: &serde_json::Value) -> Result<Vec<Value>> {
+/// Chunk bounds stored as typed JSON ([`KeyValue`]s) back to values to bind.
+///
+/// # Errors
+/// When the JSON is not a list of key values.
+pub fn key_values(json: &serde_json::Value) -> Result<Vec<Value>> {
     let keys: Vec<KeyValue> =
         serde_json::from_value(json.clone()).context("state table holds an invalid chunk key")?;
     keys.iter()
@@ -559,6 +563,8 @@ pub async fn run(
                         "file": c.file,
                         "first_key": std::mem::take(&mut c.first_key),
                         "last_key": std::mem::take(&mut c.last_key),
+                        "lower_bound": std::mem::take(&mut c.lower_bound),
+                        "upper_bound": std::mem::take(&mut c.upper_bound),
                     })
                 })
                 .collect();
@@ -758,6 +764,7 @@ struct Encoded {
     sha256: String,
     first_key: Option<Vec<Value>>,
     last_key: Option<Vec<Value>>,
+    fingerprint: u64,
 }
 
 /// Counts and hashes what it is given and hands it on in large buffers.
@@ -854,6 +861,7 @@ fn encode_chunk(
     };
     let mut out = Out::new(sink, zstd_level, &recipients)?;
     let mut rows = 0u64;
+    let mut fingerprint = 0u64;
     let mut first_key = None;
     let mut last_key = None;
     let mut buf = Vec::with_capacity(BATCH_BYTES + 4096);
@@ -875,6 +883,9 @@ fn encode_chunk(
             last_key = Some(take_key(r));
         }
         rows += batch.len() as u64;
+        for r in &batch {
+            fingerprint = fingerprint.wrapping_add(u64::from(value::row_fingerprint(r)));
+        }
         out.writer().write_all(&buf)?;
     }
     buf.clear();
@@ -888,6 +899,7 @@ fn encode_chunk(
         sha256: hex::encode(sink.sha.finalize()),
         first_key,
         last_key,
+        fingerprint,
     })
 }
 
@@ -1019,6 +1031,7 @@ async fn read_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<ChunkDone
             .last_key
             .map_or(serde_json::Value::Null, |k| value::human_key(&kinds, &k)),
         point: serde_json::Value::Null,
+        fingerprint: Some(encoded.fingerprint),
     })
 }
 
@@ -1061,6 +1074,9 @@ fn build_metadata(
                 sha256: d.sha256.clone(),
                 first_key: d.first_key.clone(),
                 last_key: d.last_key.clone(),
+                lower_bound: c.lower_key.clone().unwrap_or(serde_json::Value::Null),
+                upper_bound: c.upper_key.clone().unwrap_or(serde_json::Value::Null),
+                source_fingerprint: d.fingerprint,
                 point,
             });
         }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::StateUrl;
 
 /// Version of the state schema written by this build.
-pub const STATE_VERSION: i64 = 1;
+pub const STATE_VERSION: i64 = 2;
 
 /// Status of a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +126,8 @@ pub struct ChunkDone {
     pub last_key: serde_json::Value,
     /// The snapshot point the chunk was read at.
     pub point: serde_json::Value,
+    /// Rows' fingerprint (wrapping sum of [`crate::value::row_fingerprint`]).
+    pub fingerprint: Option<u64>,
 }
 
 /// Where progress is kept.
@@ -241,6 +243,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     first_key TEXT,
     last_key TEXT,
     point TEXT,
+    fingerprint TEXT,
     lease_owner TEXT,
     lease_expiry TEXT,
     PRIMARY KEY (backup_id, table_name, chunk_no)
@@ -301,6 +304,14 @@ impl SqliteState {
                     "INSERT INTO meta (key, value) VALUES ('version', ?1)",
                     params![STATE_VERSION.to_string()],
                 )?;
+            }
+            Some(Ok(1)) => {
+                // Version 2 adds the chunk fingerprint.
+                conn.execute_batch(
+                    "ALTER TABLE chunks ADD COLUMN fingerprint TEXT; \
+                     UPDATE meta SET value = '2' WHERE key = 'version';",
+                )
+                .with_context(|| format!("cannot upgrade state file {}", path.display()))?;
             }
             Some(Ok(v)) if v <= STATE_VERSION => {}
             Some(v) => {
@@ -536,7 +547,7 @@ impl StateStore for SqliteState {
         let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT c.table_name, c.chunk_no, c.lower_key, c.upper_key, c.status, c.rows, c.bytes, \
-             c.sha256, c.file, c.first_key, c.last_key, c.point \
+             c.sha256, c.file, c.first_key, c.last_key, c.point, c.fingerprint \
              FROM chunks c JOIN tables t ON t.backup_id = c.backup_id AND t.table_name = c.table_name \
              WHERE c.backup_id = ?1 ORDER BY t.ord, c.chunk_no",
         )?;
@@ -548,6 +559,7 @@ impl StateStore for SqliteState {
             String,
             Option<i64>,
             Option<i64>,
+            Option<String>,
             Option<String>,
             Option<String>,
             Option<String>,
@@ -568,12 +580,26 @@ impl StateStore for SqliteState {
                 r.get(9)?,
                 r.get(10)?,
                 r.get(11)?,
+                r.get(12)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (table, chunk_no, lower, upper, status, rows, bytes, sha, file, first, last, point): Raw =
-                row?;
+            let (
+                table,
+                chunk_no,
+                lower,
+                upper,
+                status,
+                rows,
+                bytes,
+                sha,
+                file,
+                first,
+                last,
+                point,
+                fp,
+            ): Raw = row?;
             let status = match status.as_str() {
                 "done" => ChunkStatus::Done,
                 _ => ChunkStatus::Pending,
@@ -587,6 +613,7 @@ impl StateStore for SqliteState {
                     first_key: json_col(first)?.unwrap_or(serde_json::Value::Null),
                     last_key: json_col(last)?.unwrap_or(serde_json::Value::Null),
                     point: json_col(point)?.unwrap_or(serde_json::Value::Null),
+                    fingerprint: fp.and_then(|f| f.parse().ok()),
                 })
             } else {
                 None
@@ -608,7 +635,7 @@ impl StateStore for SqliteState {
         let conn = self.lock()?;
         let n = conn.execute(
             "UPDATE chunks SET status = 'done', rows = ?4, bytes = ?5, sha256 = ?6, file = ?7, \
-             first_key = ?8, last_key = ?9, point = ?10 \
+             first_key = ?8, last_key = ?9, point = ?10, fingerprint = ?11 \
              WHERE backup_id = ?1 AND table_name = ?2 AND chunk_no = ?3",
             params![
                 backup_id,
@@ -621,6 +648,7 @@ impl StateStore for SqliteState {
                 d.first_key.to_string(),
                 d.last_key.to_string(),
                 d.point.to_string(),
+                d.fingerprint.map(|f| f.to_string()),
             ],
         )?;
         if n != 1 {
@@ -686,6 +714,7 @@ mod tests {
             first_key: serde_json::json!([1]),
             last_key: serde_json::json!([5]),
             point: serde_json::json!({"file": "b.1", "pos": 4}),
+            fingerprint: Some(u64::MAX),
         };
         st.chunk_done(&b.id, "s.t", 1, &d).expect("done");
         let got = st.chunks(&b.id).expect("chunks");

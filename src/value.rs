@@ -411,6 +411,51 @@ pub fn from_json(kind: Kind, raw: &str) -> Result<Value, ValueError> {
     })
 }
 
+/// A checksum of one row's values as read from the source (binary protocol), the same for the
+/// same values whichever format the backup is in. Integers hash by value (signed or not).
+pub fn row_fingerprint(row: &[Value]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for v in row {
+        match v {
+            Value::NULL => h.update(&[0]),
+            Value::Bytes(b) => {
+                h.update(&[1]);
+                h.update(&(b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
+            Value::Int(i) => {
+                h.update(&[2]);
+                h.update(&i128::from(*i).to_le_bytes());
+            }
+            Value::UInt(u) => {
+                h.update(&[2]);
+                h.update(&i128::from(*u).to_le_bytes());
+            }
+            Value::Float(f) => {
+                h.update(&[4]);
+                h.update(&f.to_bits().to_le_bytes());
+            }
+            Value::Double(f) => {
+                h.update(&[5]);
+                h.update(&f.to_bits().to_le_bytes());
+            }
+            Value::Date(y, mo, d, hh, mi, s, us) => {
+                h.update(&[6]);
+                h.update(&y.to_le_bytes());
+                h.update(&[*mo, *d, *hh, *mi, *s]);
+                h.update(&us.to_le_bytes());
+            }
+            Value::Time(neg, d, hh, mi, s, us) => {
+                h.update(&[7, u8::from(*neg)]);
+                h.update(&d.to_le_bytes());
+                h.update(&[*hh, *mi, *s]);
+                h.update(&us.to_le_bytes());
+            }
+        }
+    }
+    h.finalize()
+}
+
 /// A value of a chunk key, stored without loss (state table, `metadata.json`) and bound back
 /// as a statement parameter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
