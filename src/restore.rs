@@ -29,7 +29,7 @@ use crate::manifest::Plan;
 use crate::progress::{self, Progress};
 use crate::schema::{quote_ident, quote_table};
 use crate::sink::Sink;
-use crate::snapshot::Interrupted;
+use crate::snapshot::{self, Interrupted};
 use crate::source;
 use crate::state::{SqliteState, StateStore};
 use crate::value;
@@ -418,26 +418,12 @@ pub async fn run(
             r
         });
     }
-    let mut first_err: Option<anyhow::Error> = None;
-    while let Some(r) = tasks.join_next().await {
-        let r = r
-            .map_err(|e| anyhow!("worker panicked: {e}"))
-            .and_then(|r| r);
-        if let Err(e) = r
-            && first_err
-                .as_ref()
-                .is_none_or(|f| f.is::<Interrupted>() && !e.is::<Interrupted>())
-        {
-            first_err = Some(e);
-        }
-    }
+    let outcome = snapshot::join_workers(&mut tasks).await;
     if let Some(l) = logger {
         l.abort();
     }
     progress.finish();
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    outcome?;
     shared.state.finish_restore(&restore_id)?;
     Ok(RestoreOutcome {
         backup_id,

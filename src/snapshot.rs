@@ -49,6 +49,28 @@ const OUT_BYTES: usize = 1 << 20;
 #[error("interrupted: files in flight were discarded; run the same command again to resume")]
 pub struct Interrupted;
 
+/// Waits for all workers; on failure returns the first real cause (not the cancellations it
+/// triggered in the other workers).
+///
+/// # Errors
+/// The first worker error, or a panic.
+pub async fn join_workers(tasks: &mut tokio::task::JoinSet<Result<()>>) -> Result<()> {
+    let mut first_err: Option<anyhow::Error> = None;
+    while let Some(r) = tasks.join_next().await {
+        let r = r
+            .map_err(|e| anyhow!("worker panicked: {e}"))
+            .and_then(|r| r);
+        if let Err(e) = r
+            && first_err
+                .as_ref()
+                .is_none_or(|f| f.is::<Interrupted>() && !e.is::<Interrupted>())
+        {
+            first_err = Some(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
 /// Options from the command line.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -508,29 +530,12 @@ pub async fn run(
             r
         });
     }
-    let mut first_err: Option<anyhow::Error> = None;
-    while let Some(r) = tasks.join_next().await {
-        let r = r
-            .map_err(|e| anyhow!("worker panicked: {e}"))
-            .and_then(|r| r);
-        if let Err(e) = r {
-            // Keep the real cause, not the cancellations it triggered in other workers.
-            let is_interrupt = e.is::<Interrupted>();
-            if first_err
-                .as_ref()
-                .is_none_or(|f| f.is::<Interrupted>() && !is_interrupt)
-            {
-                first_err = Some(e);
-            }
-        }
-    }
+    let outcome = join_workers(&mut tasks).await;
     if let Some(l) = logger {
         l.abort();
     }
     progress.finish();
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    outcome?;
     let (rows_this_run, _) = progress.totals();
 
     // All chunks done: write metadata.json last.

@@ -411,6 +411,73 @@ pub fn from_json(kind: Kind, raw: &str) -> Result<Value, ValueError> {
     })
 }
 
+/// Signed microseconds of a TIME value.
+pub fn time_micros(v: &Value) -> Option<i64> {
+    let Value::Time(neg, d, h, m, s, us) = v else {
+        return None;
+    };
+    let micros = ((i64::from(*d) * 24 + i64::from(*h)) * 3600 + i64::from(*m) * 60 + i64::from(*s))
+        * 1_000_000
+        + i64::from(*us);
+    Some(if *neg { -micros } else { micros })
+}
+
+/// A TIME value from signed microseconds (inverse of [`time_micros`]).
+pub fn time_from_micros(n: i64) -> Value {
+    let neg = n < 0;
+    let a = n.unsigned_abs();
+    let secs = a / 1_000_000;
+    let h = secs / 3600;
+    Value::Time(
+        neg,
+        (h / 24) as u32,
+        (h % 24) as u8,
+        (secs / 60 % 60) as u8,
+        (secs % 60) as u8,
+        (a % 1_000_000) as u32,
+    )
+}
+
+/// `-123.4` with scale 3 → `-123400`.
+pub fn unscaled_digits(text: &str, scale: usize) -> Result<String, ValueError> {
+    let (neg, t) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    if frac.len() > scale || !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit()) {
+        return Err(ValueError(format!(
+            "`{text}` is not a decimal with scale {scale}"
+        )));
+    }
+    let mut s = String::with_capacity(int.len() + scale + 1);
+    if neg {
+        s.push('-');
+    }
+    s.push_str(int);
+    s.push_str(frac);
+    s.extend(std::iter::repeat_n('0', scale - frac.len()));
+    Ok(s)
+}
+
+/// `-123400` with scale 3 → `-123.400`.
+pub fn scaled_text(unscaled: &str, scale: usize) -> String {
+    let (neg, mut digits) = match unscaled.strip_prefix('-') {
+        Some(r) => (true, r.to_string()),
+        None => (false, unscaled.to_string()),
+    };
+    if scale > 0 {
+        if digits.len() <= scale {
+            digits = format!("{}{digits}", "0".repeat(scale + 1 - digits.len()));
+        }
+        digits.insert(digits.len() - scale, '.');
+    }
+    if neg {
+        digits.insert(0, '-');
+    }
+    digits
+}
+
 /// A checksum of one row's values as read from the source (binary protocol), the same for the
 /// same values whichever format the backup is in. Integers hash by value (signed or not).
 pub fn row_fingerprint(row: &[Value]) -> u32 {

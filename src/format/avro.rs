@@ -232,22 +232,11 @@ pub fn from_epoch_micros(micros: i64) -> Value {
 }
 
 /// The unscaled two's-complement bytes of a decimal text with `scale` digits.
+///
+/// # Errors
+/// When the text is not a decimal with at most `scale` fractional digits.
 pub fn decimal_bytes(text: &str, scale: u32) -> Result<Vec<u8>> {
-    let (neg, t) = match text.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, text),
-    };
-    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
-    if frac.len() > scale as usize {
-        bail!("decimal `{text}` has more than {scale} fractional digits");
-    }
-    let mut digits = String::with_capacity(int.len() + scale as usize + 1);
-    if neg {
-        digits.push('-');
-    }
-    digits.push_str(int);
-    digits.push_str(frac);
-    digits.extend(std::iter::repeat_n('0', scale as usize - frac.len()));
+    let digits = value::unscaled_digits(text, scale as usize).map_err(|e| anyhow!("{e}"))?;
     let n: BigInt = digits
         .parse()
         .map_err(|_| anyhow!("`{text}` is not a decimal"))?;
@@ -256,20 +245,10 @@ pub fn decimal_bytes(text: &str, scale: u32) -> Result<Vec<u8>> {
 
 /// The decimal text (MySQL's form: exactly `scale` fractional digits) of unscaled bytes.
 pub fn decimal_text(bytes: &[u8], scale: u32) -> String {
-    let n = BigInt::from_signed_bytes_be(bytes);
-    let neg = n.sign() == num_bigint::Sign::Minus;
-    let mut digits = n.magnitude().to_string();
-    let scale = scale as usize;
-    if scale > 0 {
-        if digits.len() <= scale {
-            digits = format!("{}{digits}", "0".repeat(scale + 1 - digits.len()));
-        }
-        digits.insert(digits.len() - scale, '.');
-    }
-    if neg {
-        digits.insert(0, '-');
-    }
-    digits
+    value::scaled_text(
+        &BigInt::from_signed_bytes_be(bytes).to_string(),
+        scale as usize,
+    )
 }
 
 /// Encoder.
@@ -373,13 +352,8 @@ impl AvroEncoder {
                     }
                     (AvroType::Float, Value::Float(f)) => out.extend_from_slice(&f.to_le_bytes()),
                     (AvroType::Double, Value::Double(f)) => out.extend_from_slice(&f.to_le_bytes()),
-                    (AvroType::TimeMicros, Value::Time(neg, d, h, m, s, us)) => {
-                        let micros = ((i64::from(*d) * 24 + i64::from(*h)) * 3600
-                            + i64::from(*m) * 60
-                            + i64::from(*s))
-                            * 1_000_000
-                            + i64::from(*us);
-                        put_long(out, if *neg { -micros } else { micros });
+                    (AvroType::TimeMicros, Value::Time(..)) => {
+                        put_long(out, value::time_micros(v).unwrap_or(0));
                     }
                     (AvroType::Str, Value::Bytes(b)) => {
                         std::str::from_utf8(b).map_err(|e| anyhow!("text is not UTF-8: {e}"))?;
@@ -478,20 +452,7 @@ fn to_value(c: &ColumnInfo, t: AvroType, v: Av, raw: &HashMap<String, String>) -
         (Kind::UInt, _, Av::Long(n)) => Value::UInt(u64::try_from(n)?),
         (Kind::Bit, _, Av::Long(n)) => Value::UInt(n as u64),
         (_, _, Av::Int(n)) => Value::Int(i64::from(n)),
-        (_, _, Av::Long(n)) if t == AvroType::TimeMicros => {
-            let neg = n < 0;
-            let a = n.unsigned_abs();
-            let secs = a / 1_000_000;
-            let h = secs / 3600;
-            Value::Time(
-                neg,
-                (h / 24) as u32,
-                (h % 24) as u8,
-                (secs / 60 % 60) as u8,
-                (secs % 60) as u8,
-                (a % 1_000_000) as u32,
-            )
-        }
+        (_, _, Av::Long(n)) if t == AvroType::TimeMicros => value::time_from_micros(n),
         (_, _, Av::Long(n)) => Value::Int(n),
         (Kind::UInt, AvroType::Decimal(..), Av::Decimal(d)) => {
             let b: Vec<u8> = Vec::try_from(&d).map_err(|e| anyhow!("{e}"))?;

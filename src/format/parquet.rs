@@ -185,14 +185,7 @@ impl Col {
             match v {
                 Value::Int(n) => Ok(*n),
                 Value::UInt(n) => Ok(i64::try_from(*n)?),
-                Value::Time(neg, d, h, m, s, us) => {
-                    let micros = ((i64::from(*d) * 24 + i64::from(*h)) * 3600
-                        + i64::from(*m) * 60
-                        + i64::from(*s))
-                        * 1_000_000
-                        + i64::from(*us);
-                    Ok(if *neg { -micros } else { micros })
-                }
+                Value::Time(..) => Ok(value::time_micros(v).unwrap_or(0)),
                 other => bail!("{other:?} is not an integer"),
             }
         };
@@ -226,7 +219,8 @@ impl Col {
             Col::U32(b) => b.append_value(u32::try_from(uint(v)?)?),
             Col::U64(b) => b.append_value(uint(v)?),
             Col::D128(b, _, s) => {
-                let unscaled = unscaled_digits(&text(v)?, *s)?;
+                let unscaled = value::unscaled_digits(&text(v)?, usize::try_from(*s).unwrap_or(0))
+                    .map_err(|e| anyhow!("{e}"))?;
                 b.append_value(
                     unscaled
                         .parse::<i128>()
@@ -234,7 +228,8 @@ impl Col {
                 );
             }
             Col::D256(b, _, s) => {
-                let unscaled = unscaled_digits(&text(v)?, *s)?;
+                let unscaled = value::unscaled_digits(&text(v)?, usize::try_from(*s).unwrap_or(0))
+                    .map_err(|e| anyhow!("{e}"))?;
                 b.append_value(
                     arrow_buffer::i256::from_string(&unscaled)
                         .ok_or_else(|| anyhow!("decimal out of range"))?,
@@ -291,46 +286,6 @@ impl Col {
             Col::Bin(b) => Arc::new(b.finish()),
         })
     }
-}
-
-/// `-123.4` with scale 3 → `-123400`.
-fn unscaled_digits(text: &str, scale: i8) -> Result<String> {
-    let scale = usize::try_from(scale).unwrap_or(0);
-    let (neg, t) = match text.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, text),
-    };
-    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
-    if frac.len() > scale || !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit()) {
-        bail!("`{text}` is not a decimal with scale {scale}");
-    }
-    let mut s = String::with_capacity(int.len() + scale + 1);
-    if neg {
-        s.push('-');
-    }
-    s.push_str(int);
-    s.push_str(frac);
-    s.extend(std::iter::repeat_n('0', scale - frac.len()));
-    Ok(s)
-}
-
-/// `-123400` with scale 3 → `-123.400`.
-fn scaled_text(unscaled: &str, scale: i8) -> String {
-    let scale = usize::try_from(scale).unwrap_or(0);
-    let (neg, mut digits) = match unscaled.strip_prefix('-') {
-        Some(r) => (true, r.to_string()),
-        None => (false, unscaled.to_string()),
-    };
-    if scale > 0 {
-        if digits.len() <= scale {
-            digits = format!("{}{digits}", "0".repeat(scale + 1 - digits.len()));
-        }
-        digits.insert(digits.len() - scale, '.');
-    }
-    if neg {
-        digits.insert(0, '-');
-    }
-    digits
 }
 
 /// Collects what the Arrow writer emits.
@@ -513,7 +468,7 @@ fn column_values(
             DataType::Int32 => Value::Int(i64::from(a.as_primitive::<Int32Type>().value(i))),
             DataType::Int64 if c.kind == Kind::Time => {
                 let us = a.as_primitive::<Int64Type>().value(i);
-                time_from_micros(us)
+                value::time_from_micros(us)
             }
             DataType::Int64 => Value::Int(a.as_primitive::<Int64Type>().value(i)),
             DataType::UInt8 => Value::UInt(u64::from(a.as_primitive::<UInt8Type>().value(i))),
@@ -521,12 +476,18 @@ fn column_values(
             DataType::UInt32 => Value::UInt(u64::from(a.as_primitive::<UInt32Type>().value(i))),
             DataType::UInt64 => Value::UInt(a.as_primitive::<UInt64Type>().value(i)),
             DataType::Decimal128(_, s) => Value::Bytes(
-                scaled_text(&a.as_primitive::<Decimal128Type>().value(i).to_string(), *s)
-                    .into_bytes(),
+                value::scaled_text(
+                    &a.as_primitive::<Decimal128Type>().value(i).to_string(),
+                    usize::try_from(*s).unwrap_or(0),
+                )
+                .into_bytes(),
             ),
             DataType::Decimal256(_, s) => Value::Bytes(
-                scaled_text(&a.as_primitive::<Decimal256Type>().value(i).to_string(), *s)
-                    .into_bytes(),
+                value::scaled_text(
+                    &a.as_primitive::<Decimal256Type>().value(i).to_string(),
+                    usize::try_from(*s).unwrap_or(0),
+                )
+                .into_bytes(),
             ),
             DataType::Float32 => Value::Float(a.as_primitive::<Float32Type>().value(i)),
             DataType::Float64 => Value::Double(a.as_primitive::<Float64Type>().value(i)),
@@ -546,22 +507,6 @@ fn column_values(
         out.push(v);
     }
     Ok(out)
-}
-
-/// A TIME value from signed microseconds.
-pub fn time_from_micros(n: i64) -> Value {
-    let neg = n < 0;
-    let a = n.unsigned_abs();
-    let secs = a / 1_000_000;
-    let h = secs / 3600;
-    Value::Time(
-        neg,
-        (h / 24) as u32,
-        (h % 24) as u8,
-        (secs / 60 % 60) as u8,
-        (secs % 60) as u8,
-        (a % 1_000_000) as u32,
-    )
 }
 
 impl RowDecoder for ParquetDecoder {
@@ -619,10 +564,10 @@ mod tests {
 
     #[test]
     fn decimal_text_helpers() {
-        assert_eq!(unscaled_digits("-1.5", 3).expect("ok"), "-1500");
-        assert_eq!(scaled_text("-1500", 3), "-1.500");
-        assert_eq!(scaled_text("5", 2), "0.05");
-        assert_eq!(scaled_text("-5", 2), "-0.05");
-        assert_eq!(scaled_text("123", 0), "123");
+        assert_eq!(value::unscaled_digits("-1.5", 3).expect("ok"), "-1500");
+        assert_eq!(value::scaled_text("-1500", 3), "-1.500");
+        assert_eq!(value::scaled_text("5", 2), "0.05");
+        assert_eq!(value::scaled_text("-5", 2), "-0.05");
+        assert_eq!(value::scaled_text("123", 0), "123");
     }
 }
