@@ -412,7 +412,8 @@ impl RowEncoder for ParquetEncoder {
 }
 
 /// Decoder: spools the stream to a temporary file (Parquet needs random access), then reads
-/// record batches from it.
+/// record batches from it. The spool is encrypted to a key that exists only in memory, so the
+/// decoded file never lies on disk in plain text, even when the backup is encrypted.
 pub struct ParquetDecoder {
     columns: Arc<[ColumnInfo]>,
     source: Option<Box<dyn BufRead + Send>>,
@@ -430,17 +431,96 @@ impl ParquetDecoder {
     }
 
     fn open(&mut self, batch: usize) -> Result<()> {
-        if let Some(mut src) = self.source.take() {
-            let mut file =
-                tempfile::tempfile().context("cannot create a temporary file for Parquet")?;
-            std::io::copy(&mut src, &mut file).context("spooling Parquet data")?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        if let Some(src) = self.source.take() {
+            let spool = SealedSpool::new(src)?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(spool)
                 .context("not a Parquet file (or cut off)")?
                 .with_batch_size(batch.max(1))
                 .build()?;
             self.reader = Some(reader);
         }
         Ok(())
+    }
+}
+
+type SealedFile = Arc<Mutex<age::stream::StreamReader<std::fs::File>>>;
+
+/// A temporary file holding bytes encrypted to an in-memory key, readable at any offset.
+struct SealedSpool {
+    file: SealedFile,
+    len: u64,
+}
+
+impl SealedSpool {
+    fn new(mut src: impl std::io::Read) -> Result<SealedSpool> {
+        use std::io::Seek;
+        let key = age::x25519::Identity::generate();
+        let recipient = key.to_public();
+        let file = tempfile::tempfile().context("cannot create a temporary file for Parquet")?;
+        let enc =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .map_err(|e| anyhow!("age: {e}"))?;
+        let mut w = enc.wrap_output(file).context("spool")?;
+        let len = std::io::copy(&mut src, &mut w).context("spooling Parquet data")?;
+        let mut file = w.finish().context("spool")?;
+        file.rewind()?;
+        let dec = age::Decryptor::new(file).map_err(|e| anyhow!("spool: {e}"))?;
+        let r = dec
+            .decrypt(std::iter::once(&key as &dyn age::Identity))
+            .map_err(|e| anyhow!("spool: {e}"))?;
+        Ok(SealedSpool {
+            file: Arc::new(Mutex::new(r)),
+            len,
+        })
+    }
+}
+
+impl parquet::file::reader::Length for SealedSpool {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// A reader at an offset of a [`SealedSpool`].
+struct SpoolRead {
+    file: SealedFile,
+    pos: u64,
+}
+
+impl std::io::Read for SpoolRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Seek;
+        let mut f = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("spool poisoned"))?;
+        f.seek(std::io::SeekFrom::Start(self.pos))?;
+        let n = f.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl parquet::file::reader::ChunkReader for SealedSpool {
+    type T = SpoolRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<SpoolRead> {
+        Ok(SpoolRead {
+            file: Arc::clone(&self.file),
+            pos: start,
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        use std::io::Read;
+        let mut buf = vec![0u8; length];
+        let mut r = SpoolRead {
+            file: Arc::clone(&self.file),
+            pos: start,
+        };
+        r.read_exact(&mut buf)
+            .map_err(|e| parquet::errors::ParquetError::General(format!("spool: {e}")))?;
+        Ok(bytes::Bytes::from(buf))
     }
 }
 
