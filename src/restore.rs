@@ -541,6 +541,52 @@ async fn worker(sh: &Shared, mut conn: Conn) -> Result<()> {
     Ok(())
 }
 
+/// Splits a SQL chunk file (the layout `format::sql` writes) into its INSERT statements and
+/// sends them in groups with their row counts; returns the rows seen.
+fn sql_statements(
+    mut input: impl std::io::BufRead,
+    tx: &mpsc::Sender<(u64, Vec<Vec<u8>>)>,
+) -> Result<u64> {
+    let mut line = Vec::with_capacity(4096);
+    let mut stmt: Vec<u8> = Vec::new();
+    let (mut rows, mut in_stmt) = (0u64, 0u64);
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if line.starts_with(b"INSERT INTO ") {
+            stmt.clear();
+            stmt.extend_from_slice(&line);
+            in_stmt = 0;
+        } else if line.starts_with(b"(") {
+            if stmt.is_empty() {
+                bail!("row outside an INSERT statement");
+            }
+            in_stmt += 1;
+            if line.ends_with(b");\n") {
+                stmt.extend_from_slice(&line[..line.len() - 2]);
+                rows += in_stmt;
+                if tx
+                    .blocking_send((in_stmt, vec![std::mem::take(&mut stmt)]))
+                    .is_err()
+                {
+                    return Ok(rows);
+                }
+            } else if line.ends_with(b"),\n") {
+                stmt.extend_from_slice(&line);
+            } else {
+                bail!("the file is cut off");
+            }
+        }
+        // Header lines (session settings) are covered by the restore session itself.
+    }
+    if !stmt.is_empty() {
+        bail!("the file ends inside an INSERT statement (cut off)");
+    }
+    Ok(rows)
+}
+
 /// Deadlock or lock wait timeout: the transaction was rolled back and may be retried.
 fn is_retryable(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -615,8 +661,15 @@ async fn load_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<u64> {
     );
     let (tx, mut rx) = mpsc::channel::<(u64, Vec<Vec<u8>>)>(4);
     let file = path.clone();
+    // SQL chunks already hold INSERTs for this table: send them as they are (no decode and
+    // re-encode), unless generated columns must be left out.
+    let passthrough = format == crate::manifest::Format::Sql && t.pick.len() == t.columns.len();
     let decoder = tokio::task::spawn_blocking(move || -> Result<u64> {
         let input = crypto::plain_reader(reader, &file, &ids)?;
+        if passthrough {
+            return sql_statements(BufReader::with_capacity(1 << 20, input), &tx)
+                .with_context(|| format!("reading {file}"));
+        }
         let mut dec = format::decoder(
             format,
             &table,
@@ -635,6 +688,10 @@ async fn load_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<u64> {
         }
         Ok(rows)
     });
+    // Passed-through statements name the table without its schema.
+    conn.query_drop(format!("USE {}", quote_ident(&t.database)))
+        .await
+        .with_context(|| format!("USE {}", t.database))?;
     conn.query_drop("START TRANSACTION").await?;
     let mut loaded = 0u64;
     let mut exec_err = None;

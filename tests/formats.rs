@@ -321,14 +321,26 @@ fn restore_resumes_after_kill_without_duplicates() {
          CREATE TABLE nokey (a INT, b TEXT);
          INSERT INTO nokey SELECT seq MOD 7, REPEAT('x', seq MOD 13) FROM seq_1_to_3000;",
     );
-    let m = case.manifest(
+    // json goes through decode -> INSERT; sql chunks are sent through as they are.
+    for (seed, format) in [(3u64, "json"), (11, "sql"), (17, "sql")] {
+        let _ = std::fs::remove_dir_all(case.dir.join("out"));
+        let _ = std::fs::remove_file(case.dir.join("state.db"));
+        let m = case.manifest(
         "[snapshot]\nthreads = 2\nchunk_rows = 2000\n\n[[tables]]\nschema = \"restorekill\"\ntable = \"*\"\n",
     );
-    backup_ok(&m, &[]);
-    let ms = m.to_string_lossy().to_string();
-    let target = format!("mysql://root@127.0.0.1:{}/restorekill_t", server().port);
-    server().sql("DROP DATABASE IF EXISTS restorekill_t");
-    for seed in [3u64, 11] {
+        let text0 = std::fs::read_to_string(&m).expect("manifest");
+        std::fs::write(
+            &m,
+            text0.replace(
+                "[destination]\n",
+                &format!("[destination]\nformat = \"{format}\"\n"),
+            ),
+        )
+        .expect("write");
+        backup_ok(&m, &[]);
+        let ms = m.to_string_lossy().to_string();
+        let target = format!("mysql://root@127.0.0.1:{}/restorekill_t", server().port);
+        server().sql("DROP DATABASE IF EXISTS restorekill_t");
         let mut rng = Lcg(seed);
         let mut child = bin()
             .args([
@@ -378,6 +390,40 @@ fn restore_resumes_after_kill_without_duplicates() {
         let n = server().sql("SELECT COUNT(*) FROM restorekill_t.big");
         assert_eq!(n.trim(), "60000");
     }
+}
+
+#[test]
+fn a_cut_off_sql_chunk_is_refused_by_restore() {
+    let case = Case::new("sqlcut");
+    case.sql("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_500;");
+    let m = case.manifest("[[tables]]\nschema = \"sqlcut\"\ntable = \"t\"\n");
+    let text0 = std::fs::read_to_string(&m).expect("manifest");
+    std::fs::write(
+        &m,
+        text0.replace(
+            "[destination]\n",
+            "[destination]\nformat = \"sql\"\ncompression = \"none\"\n",
+        ),
+    )
+    .expect("write");
+    backup_ok(&m, &[]);
+    let b = &case.complete_backups()[0];
+    let f = b.join("sqlcut.t/00000.sql");
+    let full = std::fs::read(&f).expect("chunk");
+    std::fs::write(&f, &full[..full.len() - 40]).expect("cut");
+    let target = format!("mysql://root@127.0.0.1:{}/sqlcut_t", server().port);
+    let o = run(&[
+        "restore",
+        "-m",
+        &m.to_string_lossy(),
+        "--target",
+        &target,
+        "--no-progress",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("cut off"), "{}", text(&o));
+    // Nothing of the cut chunk was committed.
+    assert_eq!(server().sql("SELECT COUNT(*) FROM sqlcut_t.t").trim(), "0");
 }
 
 fn python() -> std::path::PathBuf {
