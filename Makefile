@@ -4,7 +4,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 PYENV := target/pyenv
 
-.PHONY: all build deps pydeps lint test demo gen clean
+.PHONY: all build deps pydeps lint test demo bench gen clean
 
 all: build
 
@@ -29,6 +29,11 @@ test: deps pydeps
 
 demo: deps build
 	scripts/demo.sh
+
+# storagetapper against mydumper, mariadb-dump and a plain client read on one private server;
+# writes bench/results.md. Scale with ROWS= (default 1000000) and REPS= (default 3). Not in `test`.
+bench: deps
+	bench/run.sh
 
 # Regenerate the committed completion scripts and man page from the clap definition.
 gen: build
