@@ -1,4 +1,4 @@
-//! Parquet through arrow: one row group per at most 128k rows (or 64 MiB buffered, whichever
+//! Parquet through arrow: one row group per at most 32k rows (or 16 MiB buffered, whichever
 //! comes first, so memory stays bounded), column statistics on, zstd inside the file when the
 //! manifest asks for compression (Parquet files get no outer `.zst`, so any reader opens them).
 //!
@@ -35,9 +35,9 @@ use crate::schema::Kind;
 use crate::value;
 
 /// Rows per row group at most.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
+const ROW_GROUP_ROWS: usize = 32 * 1024;
 /// Buffered bytes that end a row group early.
-const ROW_GROUP_BYTES: usize = 64 << 20;
+const ROW_GROUP_BYTES: usize = 16 << 20;
 
 fn int_width(column_type: &str) -> u8 {
     let t = column_type.to_ascii_lowercase();
