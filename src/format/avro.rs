@@ -45,18 +45,6 @@ enum AvroType {
     Bytes,
 }
 
-fn decimal_ps(column_type: &str) -> (u32, u32) {
-    let inner = column_type
-        .split_once('(')
-        .and_then(|(_, r)| r.split_once(')'))
-        .map(|(a, _)| a)
-        .unwrap_or("10,0");
-    let mut it = inner
-        .split(',')
-        .map(|x| x.trim().parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(10), it.next().unwrap_or(0))
-}
-
 fn avro_type(c: &ColumnInfo) -> AvroType {
     let ty = c.column_type.to_ascii_lowercase();
     match c.kind {
@@ -66,8 +54,8 @@ fn avro_type(c: &ColumnInfo) -> AvroType {
         Kind::UInt if ty.starts_with("int") => AvroType::Long,
         Kind::UInt => AvroType::Int,
         Kind::Decimal => {
-            let (p, s) = decimal_ps(&ty);
-            AvroType::Decimal(p, s)
+            let (p, s) = c.decimal_ps();
+            AvroType::Decimal(u32::from(p), u32::from(s))
         }
         Kind::Float => AvroType::Float,
         Kind::Double => AvroType::Double,

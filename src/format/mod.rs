@@ -47,6 +47,19 @@ impl ColumnInfo {
         }
     }
 
+    /// Precision and scale of a `decimal(p,s)` column type (10, 0 when absent).
+    pub fn decimal_ps(&self) -> (u8, u8) {
+        let inner = self
+            .column_type
+            .split_once('(')
+            .and_then(|(_, r)| r.split_once(')'))
+            .map_or("10,0", |(a, _)| a);
+        let mut it = inner
+            .split(',')
+            .map(|x| x.trim().parse::<u8>().unwrap_or(0));
+        (it.next().unwrap_or(10), it.next().unwrap_or(0))
+    }
+
     /// The columns of `names` in `schema`, in that order.
     pub fn list(schema: &TableSchema, names: &[String]) -> Arc<[ColumnInfo]> {
         names

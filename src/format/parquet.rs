@@ -52,20 +52,6 @@ fn int_width(column_type: &str) -> u8 {
     }
 }
 
-fn decimal_ps(column_type: &str) -> (u8, i8) {
-    let inner = column_type
-        .split_once('(')
-        .and_then(|(_, r)| r.split_once(')'))
-        .map(|(a, _)| a)
-        .unwrap_or("10,0");
-    let mut it = inner
-        .split(',')
-        .map(|x| x.trim().parse::<u8>().unwrap_or(0));
-    let p = it.next().unwrap_or(10);
-    let s = it.next().unwrap_or(0);
-    (p, i8::try_from(s).unwrap_or(0))
-}
-
 fn data_type(c: &ColumnInfo) -> DataType {
     match c.kind {
         Kind::Int => match int_width(&c.column_type) {
@@ -82,7 +68,8 @@ fn data_type(c: &ColumnInfo) -> DataType {
         },
         Kind::Year => DataType::Int16,
         Kind::Decimal => {
-            let (p, s) = decimal_ps(&c.column_type);
+            let (p, s) = c.decimal_ps();
+            let s = i8::try_from(s).unwrap_or(0);
             if p <= 38 {
                 DataType::Decimal128(p.max(1), s)
             } else {
