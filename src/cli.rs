@@ -42,6 +42,11 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--threads`: 1 to 256, as `[snapshot] threads`.
+fn threads_parser() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256)
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LogFormat {
@@ -61,7 +66,7 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         manifest: PathBuf,
         /// Worker connections (default: [snapshot] threads).
-        #[arg(short, long, value_name = "N")]
+        #[arg(short, long, value_name = "N", value_parser = threads_parser())]
         threads: Option<usize>,
         /// Abandon an unfinished backup of this manifest and start a new one.
         #[arg(long)]
@@ -85,7 +90,7 @@ pub enum Command {
         #[arg(long, value_name = "PATTERN")]
         table: Option<String>,
         /// Parallel connections (default: [snapshot] threads).
-        #[arg(short, long, value_name = "N")]
+        #[arg(short, long, value_name = "N", value_parser = threads_parser())]
         threads: Option<usize>,
         /// Drop and recreate target tables that are not empty.
         #[arg(long)]
@@ -226,9 +231,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             fresh,
         } => {
             let plan = Plan::load(&manifest)?;
-            if threads == Some(0) {
-                anyhow::bail!("--threads must be at least 1");
-            }
             let cancel = CancellationToken::new();
             spawn_signal_handler(cancel.clone());
             let opts = BackupOptions {
@@ -279,9 +281,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let plan = Plan::load(&manifest)?;
             let identities = Identities::load(&identity)?;
-            if threads == Some(0) {
-                anyhow::bail!("--threads must be at least 1");
-            }
             let cancel = CancellationToken::new();
             spawn_signal_handler(cancel.clone());
             let opts = RestoreOptions {

@@ -34,17 +34,10 @@ fn encrypted_manifest(
     destination_extra: &str,
     tables: &str,
 ) -> PathBuf {
-    let m = case.manifest(tables);
-    let text = std::fs::read_to_string(&m).expect("manifest");
-    std::fs::write(
-        &m,
-        text.replace(
-            "[destination]\n",
-            &format!("[destination]\nencrypt_to = [\"{recipient}\"]\n{destination_extra}"),
-        ),
+    case.manifest_with_destination(
+        &format!("encrypt_to = [\"{recipient}\"]\n{destination_extra}"),
+        tables,
     )
-    .expect("write");
-    m
 }
 
 fn age_decrypt(key: &Path, file: &Path) -> Vec<u8> {
@@ -224,13 +217,7 @@ fn no_plaintext_value_anywhere_under_an_encrypted_backup() {
     };
     // Control: without encryption (and without compression) the values are plainly there, so
     // the search below can find them.
-    let m = case.manifest(tables);
-    let text = std::fs::read_to_string(&m).expect("manifest");
-    std::fs::write(
-        &m,
-        text.replace("[destination]\n", "[destination]\ncompression = \"none\"\n"),
-    )
-    .expect("write");
+    let m = case.manifest_with_destination("compression = \"none\"", tables);
     backup_ok(&m, &[]);
     assert_eq!(
         found(&case.dir.join("out")).len(),

@@ -194,18 +194,7 @@ fn torture_round_trips_in_every_format_and_restores_identically() {
         let ext = format.ext();
         let _ = std::fs::remove_dir_all(case.dir.join("out"));
         let _ = std::fs::remove_file(case.dir.join("state.db"));
-        let m = case.manifest(
-            "[snapshot]\nthreads = 2\nchunk_rows = 2\n\n[[tables]]\nschema = \"torture\"\ntable = \"torture\"\n",
-        );
-        let text = std::fs::read_to_string(&m).expect("manifest");
-        std::fs::write(
-            &m,
-            text.replace(
-                "[destination]\n",
-                &format!("[destination]\nformat = \"{}\"\n", format_key(format)),
-            ),
-        )
-        .expect("write");
+        let m = case.manifest_with_destination(&format!("format = \"{}\"", format_key(format)), "[snapshot]\nthreads = 2\nchunk_rows = 2\n\n[[tables]]\nschema = \"torture\"\ntable = \"torture\"\n",);
         backup_ok(&m, &[]);
         let b = &case.complete_backups()[0];
         let (info, got) = decode_table(b, "torture", format);
@@ -265,18 +254,10 @@ fn text_of(o: &std::process::Output) -> String {
 fn sql_chunk_files_load_with_the_mariadb_client_as_they_are() {
     let case = Case::new("sqlload");
     case.sql(TORTURE);
-    let m = case.manifest(
+    let m = case.manifest_with_destination(
+        "format = \"sql\"\ncompression = \"none\"",
         "[snapshot]\nchunk_rows = 2\n\n[[tables]]\nschema = \"sqlload\"\ntable = \"torture\"\n",
     );
-    let text = std::fs::read_to_string(&m).expect("manifest");
-    std::fs::write(
-        &m,
-        text.replace(
-            "[destination]\n",
-            "[destination]\nformat = \"sql\"\ncompression = \"none\"\n",
-        ),
-    )
-    .expect("write");
     backup_ok(&m, &[]);
     let b = &case.complete_backups()[0];
     server().sql("DROP DATABASE IF EXISTS sqlload_client; CREATE DATABASE sqlload_client; CREATE TABLE sqlload_client.torture LIKE sqlload.torture");
@@ -325,18 +306,7 @@ fn restore_resumes_after_kill_without_duplicates() {
     for (seed, format) in [(3u64, "json"), (11, "sql"), (17, "sql")] {
         let _ = std::fs::remove_dir_all(case.dir.join("out"));
         let _ = std::fs::remove_file(case.dir.join("state.db"));
-        let m = case.manifest(
-        "[snapshot]\nthreads = 2\nchunk_rows = 2000\n\n[[tables]]\nschema = \"restorekill\"\ntable = \"*\"\n",
-    );
-        let text0 = std::fs::read_to_string(&m).expect("manifest");
-        std::fs::write(
-            &m,
-            text0.replace(
-                "[destination]\n",
-                &format!("[destination]\nformat = \"{format}\"\n"),
-            ),
-        )
-        .expect("write");
+        let m = case.manifest_with_destination(&format!("format = \"{format}\""), "[snapshot]\nthreads = 2\nchunk_rows = 2000\n\n[[tables]]\nschema = \"restorekill\"\ntable = \"*\"\n",);
         backup_ok(&m, &[]);
         let ms = m.to_string_lossy().to_string();
         let target = format!("mysql://root@127.0.0.1:{}/restorekill_t", server().port);
@@ -396,16 +366,10 @@ fn restore_resumes_after_kill_without_duplicates() {
 fn a_cut_off_sql_chunk_is_refused_by_restore() {
     let case = Case::new("sqlcut");
     case.sql("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_500;");
-    let m = case.manifest("[[tables]]\nschema = \"sqlcut\"\ntable = \"t\"\n");
-    let text0 = std::fs::read_to_string(&m).expect("manifest");
-    std::fs::write(
-        &m,
-        text0.replace(
-            "[destination]\n",
-            "[destination]\nformat = \"sql\"\ncompression = \"none\"\n",
-        ),
-    )
-    .expect("write");
+    let m = case.manifest_with_destination(
+        "format = \"sql\"\ncompression = \"none\"",
+        "[[tables]]\nschema = \"sqlcut\"\ntable = \"t\"\n",
+    );
     backup_ok(&m, &[]);
     let b = &case.complete_backups()[0];
     let f = b.join("sqlcut.t/00000.sql");
@@ -599,18 +563,10 @@ fn independent_readers_see_exact_values() {
     for format in [Format::Json, Format::Msgpack, Format::Avro, Format::Parquet] {
         let _ = std::fs::remove_dir_all(case.dir.join("out"));
         let _ = std::fs::remove_file(case.dir.join("state.db"));
-        let m = case.manifest(
+        let m = case.manifest_with_destination(
+            &format!("format = \"{}\"", format_key(format)),
             "[snapshot]\nchunk_rows = 3\n\n[[tables]]\nschema = \"readers\"\ntable = \"torture\"\n",
         );
-        let text = std::fs::read_to_string(&m).expect("manifest");
-        std::fs::write(
-            &m,
-            text.replace(
-                "[destination]\n",
-                &format!("[destination]\nformat = \"{}\"\n", format_key(format)),
-            ),
-        )
-        .expect("write");
         backup_ok(&m, &[]);
         let b = &case.complete_backups()[0];
         let meta = metadata(b);

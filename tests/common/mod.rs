@@ -208,10 +208,23 @@ impl Case {
         )
     }
 
+    /// Like [`Case::manifest`], with more `[destination]` keys (`format = "sql"` …).
+    pub fn manifest_with_destination(&self, destination: &str, extra: &str) -> PathBuf {
+        self.manifest_full(
+            &format!("url = \"mysql://root@127.0.0.1:{}\"", server().port),
+            destination,
+            extra,
+        )
+    }
+
     pub fn manifest_with_source(&self, source: &str, extra: &str) -> PathBuf {
+        self.manifest_full(source, "", extra)
+    }
+
+    fn manifest_full(&self, source: &str, destination: &str, extra: &str) -> PathBuf {
         let text = format!(
             "name = \"{name}\"\n\n[source]\n{source}\n\n[state]\nurl = \"sqlite://{dir}/state.db\"\n\n\
-             [destination]\nurl = \"file://{dir}/out\"\n\n{extra}\n",
+             [destination]\nurl = \"file://{dir}/out\"\n{destination}\n\n{extra}\n",
             name = self.name,
             dir = self.dir.display(),
         );
