@@ -72,6 +72,28 @@ pub enum Command {
         #[arg(long)]
         fresh: bool,
     },
+    /// Stream the manifest's tables' row changes from the binlog into changelog files
+    /// (realtime only, no snapshot). Resumes from the saved position; SIGTERM/Ctrl-C stops at
+    /// the next transaction boundary, saves and exits 0.
+    Tail {
+        /// The manifest (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        manifest: PathBuf,
+        /// Where to start: `saved` (the position saved by the last run, else `now`), `now`, a
+        /// MariaDB GTID state (`0-1-977`) or `<file>:<pos>`.
+        #[arg(long, value_name = "POS", default_value = "saved")]
+        from: String,
+        /// Stop at the first transaction boundary at or after this position (GTID state,
+        /// `<file>:<pos>` or `now` = the server's position at start).
+        #[arg(long, value_name = "POS")]
+        until: Option<String>,
+        /// Stop at the first transaction boundary after this many change events.
+        #[arg(long, value_name = "N")]
+        max_events: Option<u64>,
+        /// Stop at the first transaction boundary after this long (`30s`, `5m`, `1h`).
+        #[arg(long, value_name = "DURATION", value_parser = duration_parser)]
+        duration: Option<std::time::Duration>,
+    },
     /// Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same
     /// backup into the same target). The target's password comes from
     /// STORAGETAPPER_TARGET_PASSWORD.
@@ -269,6 +291,49 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tail {
+            manifest,
+            from,
+            until,
+            max_events,
+            duration,
+        } => {
+            let plan = Plan::load(&manifest)?;
+            let cancel = CancellationToken::new();
+            spawn_signal_handler(cancel.clone());
+            let opts = crate::tail::TailOptions {
+                from: Some(from),
+                until,
+                max_events,
+                duration,
+            };
+            let out = crate::tail::run(&plan, &opts, cancel).await?;
+            let why = match out.stop {
+                crate::tail::Stop::Signal => "stopped by signal",
+                crate::tail::Stop::Until => "reached --until",
+                crate::tail::Stop::MaxEvents => "reached --max-events",
+                crate::tail::Stop::Duration => "reached --duration",
+            };
+            tracing::info!(
+                events = out.events,
+                transactions = out.transactions,
+                files = out.files,
+                position = %out.position,
+                seconds = format!("{:.2}", out.seconds),
+                "Tail stopped."
+            );
+            println!(
+                "tail {why}: {} events in {} transactions, {} files in {:.2}s ({:.0} events/s), saved at {} -> {}",
+                out.events,
+                out.transactions,
+                out.files,
+                out.seconds,
+                out.events as f64 / out.seconds.max(0.001),
+                out.position,
+                out.dir
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Restore {
             manifest,
             backup,
@@ -441,6 +506,10 @@ fn spawn_signal_handler(cancel: CancellationToken) {
         tracing::warn!("Stopping: discarding work in flight; the run stays resumable.");
         cancel.cancel();
     });
+}
+
+fn duration_parser(s: &str) -> Result<std::time::Duration, String> {
+    crate::manifest::parse_duration(s)
 }
 
 /// Writes the completion script for `shell`.

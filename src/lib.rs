@@ -4,6 +4,8 @@
 //! manifest and its validation in [`manifest`], the source in [`source`], the backup driver in
 //! [`snapshot`], the destination in [`sink`], the state table in [`state`].
 
+pub mod binlog;
+pub mod changelog;
 pub mod cli;
 pub mod crypto;
 pub mod format;
@@ -16,6 +18,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod state;
+pub mod tail;
 pub mod throttle;
 pub mod value;
 pub mod verify;

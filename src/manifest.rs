@@ -362,6 +362,11 @@ impl TableRule {
         self.schema_glob.is_match(schema) && self.table_glob.is_match(table)
     }
 
+    /// Could this rule select tables of `schema`?
+    pub fn matches_schema(&self, schema: &str) -> bool {
+        self.schema_glob.is_match(schema)
+    }
+
     /// Is the schema part a literal name (no glob characters)?
     pub fn schema_is_literal(&self) -> bool {
         !self.config.schema.contains(['*', '?', '[', '{'])

@@ -146,6 +146,17 @@ impl Sink {
         Ok(removed)
     }
 
+    /// Deletes one file (absent is fine).
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub async fn remove(&self, path: &str) -> Result<()> {
+        self.op
+            .delete(path)
+            .await
+            .with_context(|| format!("cannot delete {path} at {}", self.display))
+    }
+
     /// Removes a whole directory tree.
     ///
     /// # Errors

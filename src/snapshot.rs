@@ -773,7 +773,7 @@ struct Encoded {
 }
 
 /// Counts and hashes what it is given and hands it on in large buffers.
-struct HashSink {
+pub(crate) struct HashSink {
     tx: mpsc::Sender<Vec<u8>>,
     buf: Vec<u8>,
     sha: Sha256,
@@ -781,7 +781,23 @@ struct HashSink {
 }
 
 impl HashSink {
-    fn ship(&mut self) -> std::io::Result<()> {
+    /// A sink handing buffers to `tx`.
+    pub(crate) fn new(tx: mpsc::Sender<Vec<u8>>) -> HashSink {
+        HashSink {
+            tx,
+            buf: Vec::with_capacity(OUT_BYTES),
+            sha: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes written and their sha256 (hex).
+    pub(crate) fn summary(self) -> (u64, String) {
+        (self.bytes, hex::encode(self.sha.finalize()))
+    }
+
+    /// Hands on what is buffered.
+    pub(crate) fn ship(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -808,7 +824,7 @@ impl Write for HashSink {
 }
 
 /// The tail of the pipeline: [zstd →] [age →] hashing sink.
-enum Out {
+pub(crate) enum Out {
     Zstd(zstd::stream::write::Encoder<'static, HashSink>),
     ZstdAge(zstd::stream::write::Encoder<'static, age::stream::StreamWriter<HashSink>>),
     Age(age::stream::StreamWriter<HashSink>),
@@ -816,7 +832,8 @@ enum Out {
 }
 
 impl Out {
-    fn new(
+    /// The chain for a compression level (None = no compression) and recipients.
+    pub(crate) fn new(
         sink: HashSink,
         zstd_level: Option<i32>,
         recipients: &crate::crypto::Recipients,
@@ -831,7 +848,8 @@ impl Out {
             (None, true) => Out::Plain(sink),
         })
     }
-    fn writer(&mut self) -> &mut dyn Write {
+    /// Where plain bytes go.
+    pub(crate) fn writer(&mut self) -> &mut dyn Write {
         match self {
             Out::Zstd(e) => e,
             Out::ZstdAge(e) => e,
@@ -839,7 +857,8 @@ impl Out {
             Out::Plain(p) => p,
         }
     }
-    fn finish(self) -> std::io::Result<HashSink> {
+    /// Ends every layer; the sink has everything but its last buffer shipped.
+    pub(crate) fn finish(self) -> std::io::Result<HashSink> {
         match self {
             Out::Zstd(e) => e.finish(),
             Out::ZstdAge(e) => e.finish()?.finish(),

@@ -203,6 +203,40 @@ pub trait StateStore: Send + Sync {
     /// # Errors
     /// On storage failure.
     fn finish_restore(&self, id: &str) -> Result<()>;
+    /// The saved position of a change stream.
+    ///
+    /// # Errors
+    /// On storage failure or a position this build cannot read.
+    fn stream_position(&self, stream: &str) -> Result<Option<StreamPosition>>;
+    /// Saves a change stream's position (only after every file before it is durable).
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn save_stream_position(&self, stream: &str, pos: &StreamPosition) -> Result<()>;
+    /// Every saved stream: (name, position, updated at).
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn streams(&self) -> Result<Vec<(String, StreamPosition, String)>>;
+}
+
+/// A change stream's resume point, stored as the position JSON of DESIGN.md
+/// (`{"type":"binlog","file":…,"pos":…,"gtid":…}`) plus the stream's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    /// Always `binlog`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Binlog file.
+    pub file: String,
+    /// Offset after the last whole transaction written.
+    pub pos: u64,
+    /// GTID state at that point (MariaDB), if any.
+    pub gtid: Option<String>,
+    /// The next event's seqno.
+    pub next_seqno: u64,
+    /// The next changelog file's number.
+    pub next_file: u64,
 }
 
 /// SQLite state, one file per job by default.
@@ -451,6 +485,56 @@ impl StateStore for SqliteState {
             params![id, chrono::Utc::now().to_rfc3339()],
         )?;
         Ok(())
+    }
+
+    fn stream_position(&self, stream: &str) -> Result<Option<StreamPosition>> {
+        let conn = self.lock()?;
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT position FROM positions WHERE stream = ?1",
+                params![stream],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| {
+            serde_json::from_str(&t)
+                .with_context(|| format!("state table: position of stream {stream} is invalid"))
+        })
+        .transpose()
+    }
+
+    fn save_stream_position(&self, stream: &str, pos: &StreamPosition) -> Result<()> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO positions (stream, position, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (stream) DO UPDATE SET position = ?2, updated_at = ?3",
+            params![
+                stream,
+                serde_json::to_string(pos)?,
+                chrono::Utc::now().to_rfc3339()
+            ],
+        )
+        .with_context(|| format!("cannot save the position of stream {stream}"))?;
+        Ok(())
+    }
+
+    fn streams(&self) -> Result<Vec<(String, StreamPosition, String)>> {
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare("SELECT stream, position, updated_at FROM positions ORDER BY stream")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (s, p, u) = r?;
+            out.push((s, serde_json::from_str(&p)?, u));
+        }
+        Ok(out)
     }
 
     fn create_backup(

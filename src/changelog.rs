@@ -1,0 +1,749 @@
+//! Changelog files: change events (DESIGN.md "Change event") in the manifest's format and
+//! envelope, and the file they go to (encode → zstd → age, temporary name → final name).
+//!
+//! Envelopes: `debezium` (Debezium's field names: `before`, `after`, `source`, `op`, `ts_ms`,
+//! plus our `key` and `seqno`), `storagetapper` (the same fields, `seqno` and `table` first) and
+//! `row` (the after-image, or the before-image of a delete, flattened with `__op`, `__seqno`,
+//! `__ts_ms` and `__deleted`). Formats: `json` (one event per line), `msgpack` (one map per
+//! event), `sql` (statements that replay the changes; the envelope does not apply). Avro and
+//! Parquet changelog files are not written yet.
+//!
+//! Invariant: row images are encoded by the snapshot's own row encoders, so a value in a
+//! changelog file reads exactly as the same value in a chunk file.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use mysql_async::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::binlog::TableMap;
+use crate::crypto::Recipients;
+use crate::format::{self, ColumnInfo, EncodeOptions, RowEncoder, TableInfo};
+use crate::manifest::{Compression, Envelope, Format, TableConfig};
+use crate::schema::{Kind, quote_ident, quote_table};
+use crate::sink::{FileWriter, Sink};
+use crate::snapshot::{HashSink, Out};
+use crate::value;
+
+/// Kind of change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Insert.
+    Create,
+    /// Update.
+    Update,
+    /// Delete.
+    Delete,
+    /// Schema change.
+    Ddl,
+}
+
+impl Op {
+    /// The `op` field.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Ddl => "ddl",
+        }
+    }
+}
+
+/// Where and when an event happened.
+#[derive(Debug, Clone)]
+pub struct EventSource<'a> {
+    /// Job name.
+    pub name: &'a str,
+    /// Source server id (from the event).
+    pub server_id: u32,
+    /// Transaction GTID (empty without GTIDs).
+    pub gtid: &'a str,
+    /// Binlog file.
+    pub file: &'a str,
+    /// End offset of the event.
+    pub pos: u64,
+    /// Event time, ms.
+    pub ts_ms: u64,
+    /// Part of a snapshot.
+    pub snapshot: bool,
+}
+
+/// A table of the stream: which columns are written and the encoders for its row images.
+pub struct StreamTable {
+    /// The table map it was built from.
+    pub map: Arc<TableMap>,
+    /// Positions (in the table map) of the written columns.
+    pub pick: Vec<usize>,
+    /// Positions of the key columns (primary key, else every written column).
+    pub key: Vec<usize>,
+    row: Box<dyn RowEncoder>,
+    key_enc: Box<dyn RowEncoder>,
+    flat: Option<Box<dyn RowEncoder>>,
+}
+
+impl StreamTable {
+    /// Builds the table's encoders for `format`/`envelope` with the rule's column filter.
+    ///
+    /// # Errors
+    /// When the format cannot hold change events.
+    pub fn new(
+        map: Arc<TableMap>,
+        rule: &TableConfig,
+        format: Format,
+        envelope: Envelope,
+    ) -> Result<StreamTable> {
+        let pick: Vec<usize> = map
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                let n = &c.info.name;
+                rule.columns
+                    .as_ref()
+                    .is_none_or(|cols| cols.iter().any(|x| x == n))
+                    && !rule
+                        .exclude_columns
+                        .as_ref()
+                        .is_some_and(|cols| cols.iter().any(|x| x == n))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let key = if map.key.is_empty() {
+            pick.clone()
+        } else {
+            map.key.clone()
+        };
+        let columns: Arc<[ColumnInfo]> = pick.iter().map(|&i| map.columns[i].info.clone()).collect();
+        let key_columns: Arc<[ColumnInfo]> =
+            key.iter().map(|&i| map.columns[i].info.clone()).collect();
+        let info = |columns: Arc<[ColumnInfo]>| TableInfo {
+            schema: map.schema.clone(),
+            table: map.table.clone(),
+            columns,
+        };
+        let enc = |t: &TableInfo| -> Result<Box<dyn RowEncoder>> {
+            match format {
+                Format::Json | Format::Msgpack | Format::Sql => {
+                    let f = if format == Format::Sql {
+                        Format::Json
+                    } else {
+                        format
+                    };
+                    format::encoder(f, t, EncodeOptions::default())
+                }
+                Format::Avro | Format::Parquet => bail!(
+                    "format {format:?} cannot hold changelog files yet: use json, msgpack or sql"
+                ),
+            }
+        };
+        let row = enc(&info(Arc::clone(&columns)))?;
+        let key_enc = enc(&info(Arc::clone(&key_columns)))?;
+        let flat = if envelope == Envelope::Row {
+            let mut cols: Vec<ColumnInfo> = columns.to_vec();
+            for (name, kind) in [
+                ("__op", Kind::Text),
+                ("__seqno", Kind::UInt),
+                ("__ts_ms", Kind::UInt),
+                ("__deleted", Kind::Text),
+            ] {
+                cols.push(ColumnInfo {
+                    name: name.into(),
+                    kind,
+                    fsp: 0,
+                    column_type: String::new(),
+                    nullable: false,
+                });
+            }
+            Some(enc(&info(cols.into()))?)
+        } else {
+            None
+        };
+        Ok(StreamTable {
+            map,
+            pick,
+            key,
+            row,
+            key_enc,
+            flat,
+        })
+    }
+
+}
+
+/// The values of `row` at `pick`.
+fn project(row: &[Value], pick: &[usize]) -> Vec<Value> {
+    pick.iter()
+        .map(|&i| row.get(i).cloned().unwrap_or(Value::NULL))
+        .collect()
+}
+
+/// Writes JSON or msgpack trees.
+trait Tree {
+    fn open(&mut self, out: &mut Vec<u8>, fields: u32);
+    fn field(&mut self, out: &mut Vec<u8>, name: &str);
+    fn close(&mut self, out: &mut Vec<u8>);
+    fn str(&mut self, out: &mut Vec<u8>, s: &str);
+    fn uint(&mut self, out: &mut Vec<u8>, n: u64);
+    fn null(&mut self, out: &mut Vec<u8>);
+    /// One row through a row encoder (which writes one JSON object + newline or one map).
+    fn row(&mut self, out: &mut Vec<u8>, enc: &mut dyn RowEncoder, row: Vec<Value>) -> Result<()>;
+    fn end_event(&mut self, out: &mut Vec<u8>);
+}
+
+struct JsonTree {
+    first: Vec<bool>,
+}
+
+impl Tree for JsonTree {
+    fn open(&mut self, out: &mut Vec<u8>, _fields: u32) {
+        out.push(b'{');
+        self.first.push(true);
+    }
+    fn field(&mut self, out: &mut Vec<u8>, name: &str) {
+        if let Some(f) = self.first.last_mut() {
+            if !*f {
+                out.push(b',');
+            }
+            *f = false;
+        }
+        value::write_str(out, name);
+        out.push(b':');
+    }
+    fn close(&mut self, out: &mut Vec<u8>) {
+        out.push(b'}');
+        self.first.pop();
+    }
+    fn str(&mut self, out: &mut Vec<u8>, s: &str) {
+        value::write_str(out, s);
+    }
+    fn uint(&mut self, out: &mut Vec<u8>, n: u64) {
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+    fn null(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"null");
+    }
+    fn row(&mut self, out: &mut Vec<u8>, enc: &mut dyn RowEncoder, row: Vec<Value>) -> Result<()> {
+        enc.rows(std::slice::from_ref(&row), out)?;
+        if out.last() == Some(&b'\n') {
+            out.pop();
+        }
+        Ok(())
+    }
+    fn end_event(&mut self, out: &mut Vec<u8>) {
+        out.push(b'\n');
+    }
+}
+
+struct MsgpackTree;
+
+impl Tree for MsgpackTree {
+    fn open(&mut self, out: &mut Vec<u8>, fields: u32) {
+        let _ = rmp::encode::write_map_len(out, fields);
+    }
+    fn field(&mut self, out: &mut Vec<u8>, name: &str) {
+        let _ = rmp::encode::write_str(out, name);
+    }
+    fn close(&mut self, _out: &mut Vec<u8>) {}
+    fn str(&mut self, out: &mut Vec<u8>, s: &str) {
+        let _ = rmp::encode::write_str(out, s);
+    }
+    fn uint(&mut self, out: &mut Vec<u8>, n: u64) {
+        let _ = rmp::encode::write_uint(out, n);
+    }
+    fn null(&mut self, out: &mut Vec<u8>) {
+        let _ = rmp::encode::write_nil(out);
+    }
+    fn row(&mut self, out: &mut Vec<u8>, enc: &mut dyn RowEncoder, row: Vec<Value>) -> Result<()> {
+        enc.rows(std::slice::from_ref(&row), out)
+    }
+    fn end_event(&mut self, _out: &mut Vec<u8>) {}
+}
+
+/// Encodes change events into the plain bytes of a changelog file.
+pub struct EventEncoder {
+    format: Format,
+    envelope: Envelope,
+    json: JsonTree,
+    msgpack: MsgpackTree,
+    /// A transaction's `BEGIN` is written (SQL).
+    sql_in_trx: bool,
+    started: bool,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl EventEncoder {
+    /// For a format and envelope.
+    ///
+    /// # Errors
+    /// When the format cannot hold change events yet.
+    pub fn new(format: Format, envelope: Envelope) -> Result<EventEncoder> {
+        if matches!(format, Format::Avro | Format::Parquet) {
+            bail!(
+                "format {} cannot hold changelog files yet: use json, msgpack or sql for `tail` \
+                 and `backup --follow`",
+                format.ext()
+            );
+        }
+        Ok(EventEncoder {
+            format,
+            envelope,
+            json: JsonTree { first: Vec::new() },
+            msgpack: MsgpackTree,
+            sql_in_trx: false,
+            started: false,
+        })
+    }
+
+    fn tree(&mut self) -> &mut dyn Tree {
+        match self.format {
+            Format::Msgpack => &mut self.msgpack,
+            _ => &mut self.json,
+        }
+    }
+
+    /// Starts a file (SQL: the session header).
+    pub fn start(&mut self, out: &mut Vec<u8>) {
+        if self.format == Format::Sql && !self.started {
+            out.extend_from_slice(format::sql::HEADER.as_bytes());
+        }
+        self.started = true;
+    }
+
+    /// Ends a transaction that had events (SQL: `COMMIT`).
+    pub fn commit(&mut self, out: &mut Vec<u8>) {
+        if self.format == Format::Sql && self.sql_in_trx {
+            out.extend_from_slice(b"COMMIT;\n");
+            self.sql_in_trx = false;
+        }
+    }
+
+    /// One row change.
+    ///
+    /// # Errors
+    /// When a value does not fit its column.
+    #[allow(clippy::too_many_arguments)]
+    pub fn row_event(
+        &mut self,
+        out: &mut Vec<u8>,
+        t: &mut StreamTable,
+        op: Op,
+        seqno: u64,
+        src: &EventSource<'_>,
+        before: Option<&[Value]>,
+        after: Option<&[Value]>,
+    ) -> Result<()> {
+        if self.format == Format::Sql {
+            return self.sql_event(out, t, op, seqno, src, before, after);
+        }
+        let image = after.or(before).ok_or_else(|| anyhow!("event without a row"))?;
+        if let Some(flat) = t.flat.as_mut() {
+            let mut row = project(image, &t.pick);
+            row.push(Value::Bytes(op.code().as_bytes().to_vec()));
+            row.push(Value::UInt(seqno));
+            row.push(Value::UInt(src.ts_ms));
+            row.push(Value::Bytes(
+                if op == Op::Delete { "true" } else { "false" }
+                    .as_bytes()
+                    .to_vec(),
+            ));
+            let tree: &mut dyn Tree = match self.format {
+                Format::Msgpack => &mut self.msgpack,
+                _ => &mut self.json,
+            };
+            tree.row(out, flat.as_mut(), row)?;
+            tree.end_event(out);
+            return Ok(());
+        }
+        let envelope = self.envelope;
+        let table = t.map.name();
+        let key = project(image, &t.key);
+        let before = before.map(|b| project(b, &t.pick));
+        let after = after.map(|a| project(a, &t.pick));
+        let tree = self.tree();
+        tree.open(out, if envelope == Envelope::Storagetapper { 9 } else { 8 });
+        let put_common = |tree: &mut dyn Tree, out: &mut Vec<u8>| -> Result<()> {
+            tree.field(out, "before");
+            match before {
+                Some(b) => tree.row(out, t.row.as_mut(), b)?,
+                None => tree.null(out),
+            }
+            tree.field(out, "after");
+            match after {
+                Some(a) => tree.row(out, t.row.as_mut(), a)?,
+                None => tree.null(out),
+            }
+            Ok(())
+        };
+        if envelope == Envelope::Storagetapper {
+            tree.field(out, "seqno");
+            tree.uint(out, seqno);
+            tree.field(out, "table");
+            tree.str(out, &table);
+            tree.field(out, "op");
+            tree.str(out, op.code());
+            tree.field(out, "key");
+            tree.row(out, t.key_enc.as_mut(), key)?;
+            put_common(tree, out)?;
+            write_source(tree, out, src, Some(&t.map))?;
+            tree.field(out, "ts_ms");
+            tree.uint(out, now_ms());
+            tree.field(out, "gtid");
+            tree.str(out, src.gtid);
+        } else {
+            put_common(tree, out)?;
+            write_source(tree, out, src, Some(&t.map))?;
+            tree.field(out, "op");
+            tree.str(out, op.code());
+            tree.field(out, "ts_ms");
+            tree.uint(out, now_ms());
+            tree.field(out, "key");
+            tree.row(out, t.key_enc.as_mut(), key)?;
+            tree.field(out, "seqno");
+            tree.uint(out, seqno);
+        }
+        tree.close(out);
+        tree.end_event(out);
+        Ok(())
+    }
+
+    /// A schema change (a record of its own).
+    ///
+    /// # Errors
+    /// On encoding failure.
+    pub fn ddl_event(
+        &mut self,
+        out: &mut Vec<u8>,
+        seqno: u64,
+        src: &EventSource<'_>,
+        schema: &str,
+        statement: &str,
+    ) -> Result<()> {
+        if self.format == Format::Sql {
+            self.commit(out);
+            out.extend_from_slice(
+                format!(
+                    "-- seqno={seqno} op=ddl gtid={} pos={}:{}\n",
+                    src.gtid, src.file, src.pos
+                )
+                .as_bytes(),
+            );
+            if !schema.is_empty() {
+                out.extend_from_slice(format!("USE {};\n", quote_ident(schema)).as_bytes());
+            }
+            out.extend_from_slice(statement.as_bytes());
+            out.extend_from_slice(b";\n");
+            return Ok(());
+        }
+        let envelope = self.envelope;
+        let tree = self.tree();
+        if envelope == Envelope::Row {
+            tree.open(out, 5);
+            tree.field(out, "__op");
+            tree.str(out, "ddl");
+            tree.field(out, "__seqno");
+            tree.uint(out, seqno);
+            tree.field(out, "__ts_ms");
+            tree.uint(out, src.ts_ms);
+            tree.field(out, "__schema");
+            tree.str(out, schema);
+            tree.field(out, "__ddl");
+            tree.str(out, statement);
+        } else {
+            tree.open(out, 8);
+            tree.field(out, "before");
+            tree.null(out);
+            tree.field(out, "after");
+            tree.null(out);
+            write_source(tree, out, src, None)?;
+            // `source.db` is the statement's default schema.
+            tree.field(out, "op");
+            tree.str(out, "ddl");
+            tree.field(out, "ddl");
+            tree.str(out, statement);
+            tree.field(out, "db");
+            tree.str(out, schema);
+            tree.field(out, "ts_ms");
+            tree.uint(out, now_ms());
+            tree.field(out, "seqno");
+            tree.uint(out, seqno);
+        }
+        tree.close(out);
+        tree.end_event(out);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sql_event(
+        &mut self,
+        out: &mut Vec<u8>,
+        t: &mut StreamTable,
+        op: Op,
+        seqno: u64,
+        src: &EventSource<'_>,
+        before: Option<&[Value]>,
+        after: Option<&[Value]>,
+    ) -> Result<()> {
+        if !self.sql_in_trx {
+            out.extend_from_slice(format!("-- gtid={}\nBEGIN;\n", src.gtid).as_bytes());
+            self.sql_in_trx = true;
+        }
+        out.extend_from_slice(
+            format!(
+                "-- seqno={seqno} op={} pos={}:{} ts_ms={}\n",
+                op.code(),
+                src.file,
+                src.pos,
+                src.ts_ms
+            )
+            .as_bytes(),
+        );
+        let table = quote_table(&t.map.schema, &t.map.table);
+        let cols = &t.map.columns;
+        let value = |out: &mut Vec<u8>, i: usize, row: &[Value]| -> Result<()> {
+            let c = &cols[i].info;
+            value::write_sql(out, c.kind, c.fsp, row.get(i).unwrap_or(&Value::NULL))
+                .map_err(|e| anyhow!("{}.{}: {e}", t.map.name(), c.name))
+        };
+        let condition = |out: &mut Vec<u8>, row: &[Value]| -> Result<()> {
+            for (n, &i) in t.key.iter().enumerate() {
+                if n > 0 {
+                    out.extend_from_slice(b" AND ");
+                }
+                out.extend_from_slice(quote_ident(&cols[i].info.name).as_bytes());
+                out.extend_from_slice(b" <=> ");
+                value(out, i, row)?;
+            }
+            Ok(())
+        };
+        match (op, before, after) {
+            (Op::Create, _, Some(a)) => {
+                out.extend_from_slice(format!("INSERT INTO {table} (").as_bytes());
+                for (n, &i) in t.pick.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(quote_ident(&cols[i].info.name).as_bytes());
+                }
+                out.extend_from_slice(b") VALUES (");
+                for (n, &i) in t.pick.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    value(out, i, a)?;
+                }
+                out.extend_from_slice(b");\n");
+            }
+            (Op::Update, Some(b), Some(a)) => {
+                out.extend_from_slice(format!("UPDATE {table} SET ").as_bytes());
+                for (n, &i) in t.pick.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(quote_ident(&cols[i].info.name).as_bytes());
+                    out.push(b'=');
+                    value(out, i, a)?;
+                }
+                out.extend_from_slice(b" WHERE ");
+                condition(out, b)?;
+                out.extend_from_slice(b" LIMIT 1;\n");
+            }
+            (Op::Delete, Some(b), _) => {
+                out.extend_from_slice(format!("DELETE FROM {table} WHERE ").as_bytes());
+                condition(out, b)?;
+                out.extend_from_slice(b" LIMIT 1;\n");
+            }
+            _ => bail!("{}: {:?} event without its row image", t.map.name(), op),
+        }
+        Ok(())
+    }
+}
+
+fn write_source(
+    tree: &mut dyn Tree,
+    out: &mut Vec<u8>,
+    src: &EventSource<'_>,
+    table: Option<&TableMap>,
+) -> Result<()> {
+    tree.field(out, "source");
+    tree.open(out, 12);
+    tree.field(out, "version");
+    tree.str(out, env!("CARGO_PKG_VERSION"));
+    tree.field(out, "connector");
+    tree.str(out, "mysql");
+    tree.field(out, "name");
+    tree.str(out, src.name);
+    tree.field(out, "ts_ms");
+    tree.uint(out, src.ts_ms);
+    tree.field(out, "snapshot");
+    tree.str(out, if src.snapshot { "true" } else { "false" });
+    tree.field(out, "db");
+    match table {
+        Some(t) => tree.str(out, &t.schema),
+        None => tree.null(out),
+    }
+    tree.field(out, "table");
+    match table {
+        Some(t) => tree.str(out, &t.table),
+        None => tree.null(out),
+    }
+    tree.field(out, "server_id");
+    tree.uint(out, u64::from(src.server_id));
+    tree.field(out, "gtid");
+    if src.gtid.is_empty() {
+        tree.null(out);
+    } else {
+        tree.str(out, src.gtid);
+    }
+    tree.field(out, "file");
+    tree.str(out, src.file);
+    tree.field(out, "pos");
+    tree.uint(out, src.pos);
+    tree.field(out, "row");
+    tree.uint(out, 0);
+    tree.close(out);
+    Ok(())
+}
+
+/// A changelog file being written: plain bytes go through [zstd →] [age →] to a temporary
+/// name at the destination; [`ChangeFile::commit`] gives it its final name.
+pub struct ChangeFile {
+    tx: Option<mpsc::Sender<Vec<u8>>>,
+    encode: JoinHandle<Result<(u64, String)>>,
+    write: JoinHandle<Result<FileWriter>>,
+    /// Final path.
+    pub path: String,
+    /// Plain bytes handed in.
+    pub plain_bytes: u64,
+}
+
+impl ChangeFile {
+    /// Starts `path`.
+    ///
+    /// # Errors
+    /// When the temporary file cannot be created.
+    pub async fn create(
+        sink: &Sink,
+        path: &str,
+        zstd_level: Option<i32>,
+        recipients: &Recipients,
+    ) -> Result<ChangeFile> {
+        let mut file = sink.create(path).await?;
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(4);
+        let recipients = recipients.clone();
+        let encode = tokio::task::spawn_blocking(move || -> Result<(u64, String)> {
+            let mut out = Out::new(HashSink::new(out_tx), zstd_level, &recipients)?;
+            while let Some(buf) = rx.blocking_recv() {
+                out.writer().write_all(&buf)?;
+            }
+            let mut sink = out.finish()?;
+            sink.ship()?;
+            Ok(sink.summary())
+        });
+        let write = tokio::spawn(async move {
+            while let Some(buf) = out_rx.recv().await {
+                file.write(buf).await?;
+            }
+            Ok(file)
+        });
+        Ok(ChangeFile {
+            tx: Some(tx),
+            encode,
+            write,
+            path: path.to_string(),
+            plain_bytes: 0,
+        })
+    }
+
+    /// Hands on plain bytes.
+    ///
+    /// # Errors
+    /// When the pipeline stopped (its error is reported by [`ChangeFile::commit`]).
+    pub async fn write(&mut self, buf: Vec<u8>) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.plain_bytes += buf.len() as u64;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| anyhow!("{}: already finished", self.path))?;
+        if tx.send(buf).await.is_err() {
+            // The pipeline failed: surface its error.
+            self.tx = None;
+            return Err(self.fail().await);
+        }
+        Ok(())
+    }
+
+    async fn fail(&mut self) -> anyhow::Error {
+        let e = match (&mut self.encode).await {
+            Ok(Err(e)) => e,
+            Err(e) => anyhow!("encoder task: {e}"),
+            Ok(Ok(_)) => match (&mut self.write).await {
+                Ok(Err(e)) => e,
+                Err(e) => anyhow!("writer task: {e}"),
+                Ok(Ok(_)) => anyhow!("pipeline stopped"),
+            },
+        };
+        e.context(format!("cannot write {}", self.path))
+    }
+
+    /// Ends the file and gives it its final name: (stored bytes, sha256).
+    ///
+    /// # Errors
+    /// When any stage failed; the temporary file is then removed.
+    pub async fn commit(mut self) -> Result<(u64, String)> {
+        self.tx = None;
+        let summary = (&mut self.encode)
+            .await
+            .map_err(|e| anyhow!("encoder task: {e}"))?
+            .with_context(|| format!("cannot write {}", self.path))?;
+        let file = (&mut self.write)
+            .await
+            .map_err(|e| anyhow!("writer task: {e}"))?
+            .with_context(|| format!("cannot write {}", self.path))?;
+        file.commit().await?;
+        Ok(summary)
+    }
+}
+
+/// The changelog file name for number `n` (the chunk naming of the layout).
+pub fn file_name(n: u64, format: Format, compression: Compression, encrypted: bool) -> String {
+    crate::layout::chunk_file(i64::try_from(n).unwrap_or(i64::MAX), format, compression, encrypted)
+}
+
+/// The number of a changelog file name (`00012.jsonl.zst` → 12).
+pub fn file_number(name: &str) -> Option<u64> {
+    let base = name.rsplit('/').next()?;
+    let (n, _) = base.split_once('.')?;
+    if n.len() >= 5 && n.bytes().all(|b| b.is_ascii_digit()) {
+        n.parse().ok()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        let n = file_name(12, Format::Json, Compression::Zstd, false);
+        assert_eq!(n, "00012.jsonl.zst");
+        assert_eq!(file_number(&format!("x/changelog/{n}")), Some(12));
+        assert_eq!(file_number("123456.sql.age"), Some(123_456));
+        assert_eq!(file_number(".00001.sql.tmp-1-2"), None);
+    }
+}

@@ -1,0 +1,597 @@
+//! The change stream driver (`tail`, and the follow phase of `backup --follow`): reads whole
+//! transactions from [`crate::binlog`], writes change events to numbered changelog files and
+//! saves the stream position in the state table.
+//!
+//! Invariants (exactly once across kills): a changelog file holds whole transactions only; it is
+//! written under a temporary name and renamed when complete; the position (with the next seqno
+//! and file number) is saved only after that rename, and only at a transaction boundary. A
+//! restart resumes from the saved position, deletes temporary files and any file numbered at
+//! or after the saved next file (written but not recorded), and so rewrites exactly what was
+//! not recorded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio_util::sync::CancellationToken;
+
+use crate::binlog::{self, BinlogReader, Change, GtidState, Item, StartAt, TableFilter};
+use crate::changelog::{self, ChangeFile, EventEncoder, EventSource, Op, StreamTable};
+use crate::manifest::{Compression, Plan, TableRule};
+use crate::sink::Sink;
+use crate::source::{self, BinlogPos, Source};
+use crate::state::{SqliteState, StateStore, StreamPosition};
+
+/// How a run of the stream is bounded.
+#[derive(Debug, Clone, Default)]
+pub struct TailOptions {
+    /// `now`, `saved`, a GTID state or `file:pos`; default `saved` (falling back to `now`).
+    pub from: Option<String>,
+    /// Stop at the first transaction boundary at or after this position.
+    pub until: Option<String>,
+    /// Stop at the first transaction boundary after this many events.
+    pub max_events: Option<u64>,
+    /// Stop at the first transaction boundary after this long.
+    pub duration: Option<Duration>,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM / Ctrl-C.
+    Signal,
+    /// `--until` reached.
+    Until,
+    /// `--max-events` reached.
+    MaxEvents,
+    /// `--duration` elapsed.
+    Duration,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct TailOutcome {
+    /// Change events written.
+    pub events: u64,
+    /// Transactions seen (including ones without events for the manifest's tables).
+    pub transactions: u64,
+    /// Changelog files completed.
+    pub files: u64,
+    /// Where the stream stopped (saved).
+    pub position: BinlogPos,
+    /// Wall time.
+    pub seconds: f64,
+    /// Why it stopped.
+    pub stop: Stop,
+    /// The destination directory of the files.
+    pub dir: String,
+}
+
+/// A change stream: its state key and where its files go.
+#[derive(Debug, Clone)]
+pub struct StreamTarget {
+    /// Key in the state table's `positions`.
+    pub stream: String,
+    /// Directory (relative to the destination) of the changelog files.
+    pub dir: String,
+}
+
+impl StreamTarget {
+    /// The realtime stream of `tail`: `<name>/changelog/`.
+    pub fn tail(name: &str) -> StreamTarget {
+        StreamTarget {
+            stream: "tail".into(),
+            dir: format!("{name}/changelog"),
+        }
+    }
+}
+
+/// The server id a stream registers with: the manifest's, or one derived from the job and
+/// stream names (stable across runs, unlikely to collide with real servers).
+pub fn server_id(plan: &Plan, target: &StreamTarget) -> u32 {
+    plan.manifest.source.server_id.unwrap_or_else(|| {
+        let h = crc32fast::hash(format!("{}/{}", plan.manifest.name, target.stream).as_bytes());
+        1_000_000_000 + h % 1_000_000_000
+    })
+}
+
+/// The source the binlog is read from (`binlog_url`, else `url`).
+///
+/// # Errors
+/// When the URL is invalid.
+pub fn binlog_source(plan: &Plan) -> Result<Source> {
+    let url = plan
+        .manifest
+        .source
+        .binlog_url
+        .as_deref()
+        .unwrap_or(&plan.source_url);
+    Source::new(url, plan.password.as_ref())
+}
+
+fn table_filter(rules: &[TableRule]) -> TableFilter {
+    let rules = rules.to_vec();
+    Arc::new(move |schema: &str, table: &str| {
+        let system = source::SYSTEM_SCHEMAS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(schema));
+        rules
+            .iter()
+            .any(|r| (!system || r.schema_is_literal()) && r.matches(schema, table))
+    })
+}
+
+fn rule_for<'a>(rules: &'a [TableRule], schema: &str, table: &str) -> Option<&'a TableRule> {
+    rules.iter().find(|r| r.matches(schema, table))
+}
+
+/// Has the stream reached `until`?
+fn reached(until: &StartAt, pos: &BinlogPos, gtid: &GtidState) -> bool {
+    match until {
+        StartAt::Now => true,
+        StartAt::Gtid(g) => GtidState::parse(g).is_ok_and(|u| gtid.reached(&u)),
+        StartAt::FilePos(f, p) => (binlog_seq(&pos.file), pos.pos) >= (binlog_seq(f), *p),
+    }
+}
+
+/// Orders binlog file names by their numeric suffix (`binlog.000010` > `binlog.000009`).
+fn binlog_seq(file: &str) -> (u64, String) {
+    let n = file
+        .rsplit('.')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (n, file.to_string())
+}
+
+/// Runs `tail`.
+///
+/// # Errors
+/// On any failure; what was saved stays valid.
+pub async fn run(plan: &Plan, opts: &TailOptions, cancel: CancellationToken) -> Result<TailOutcome> {
+    let target = StreamTarget::tail(&plan.manifest.name);
+    follow(plan, &target, None, opts, cancel).await
+}
+
+/// Streams changes into `target` from its saved position, else `start`, else `opts.from`.
+///
+/// # Errors
+/// On any failure; what was saved stays valid.
+pub async fn follow(
+    plan: &Plan,
+    target: &StreamTarget,
+    start: Option<BinlogPos>,
+    opts: &TailOptions,
+    cancel: CancellationToken,
+) -> Result<TailOutcome> {
+    let m = &plan.manifest;
+    let started = Instant::now();
+    let mut encoder = EventEncoder::new(m.destination.format, m.tail.envelope)?;
+    let mut until = opts
+        .until
+        .as_deref()
+        .map(StartAt::parse)
+        .transpose()
+        .map_err(|e| anyhow!("--until {e}"))?;
+    let state = SqliteState::from_url(&plan.state)?;
+    let saved = state.stream_position(&target.stream)?;
+    let source = binlog_source(plan)?;
+    let server_id = server_id(plan, target);
+    let mut conn = source.connect().await?;
+    let settings = binlog::preflight(&mut conn, server_id).await?;
+    if until == Some(StartAt::Now) {
+        let p = binlog::current_position(&mut conn, settings.mariadb).await?;
+        until = Some(StartAt::FilePos(p.file, p.pos));
+    }
+    let from_text = opts.from.as_deref().unwrap_or("saved");
+    let from = match (from_text, &saved, &start) {
+        ("saved", Some(s), _) => BinlogPos {
+            file: s.file.clone(),
+            pos: s.pos,
+            gtid: s.gtid.clone(),
+        },
+        ("saved", None, Some(p)) => p.clone(),
+        ("saved" | "now", _, _) => binlog::current_position(&mut conn, settings.mariadb).await?,
+        (other, _, _) => match StartAt::parse(other).map_err(|e| anyhow!("--from {e}"))? {
+            StartAt::Now => binlog::current_position(&mut conn, settings.mariadb).await?,
+            StartAt::Gtid(g) => BinlogPos {
+                file: String::new(),
+                pos: 4,
+                gtid: Some(g),
+            },
+            StartAt::FilePos(file, pos) => {
+                let gtid: Option<String> = if settings.mariadb {
+                    mysql_async::prelude::Queryable::exec_first(
+                        &mut conn,
+                        "SELECT BINLOG_GTID_POS(?, ?)",
+                        (file.as_str(), pos),
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                } else {
+                    None
+                };
+                BinlogPos {
+                    file,
+                    pos,
+                    gtid: gtid.filter(|g| !g.is_empty()),
+                }
+            }
+        },
+    };
+    let mut next_seqno = saved.as_ref().map_or(1, |s| s.next_seqno);
+    let mut next_file = saved.as_ref().map_or(0, |s| s.next_file);
+    let sink = Sink::new(&plan.destination)?;
+    // Files of a killed run: temporaries, and whole files written after the last save.
+    let removed = sink.remove_temporaries(&target.dir).await?;
+    for p in sink.list(&target.dir).await? {
+        if changelog::file_number(&p).is_some_and(|n| n >= next_file) {
+            sink.remove(&p).await?;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, dir = %target.dir, "Deleted files of an interrupted run.");
+    }
+    tracing::info!(
+        stream = %target.stream,
+        from = %from,
+        server_id,
+        seqno = next_seqno,
+        "Streaming changes."
+    );
+    if plan.rules.iter().any(|r| r.config.where_.is_some()) {
+        tracing::warn!(
+            "`where` filters are not applied to the change stream yet: every change of the \
+             matched tables is written"
+        );
+    }
+    let mut reader = BinlogReader::open(&source, server_id, &from, table_filter(&plan.rules))
+        .await
+        .with_context(|| format!("stream {}", target.stream))?;
+
+    let zstd = match m.destination.compression {
+        Compression::Zstd => Some(m.destination.compression_level.unwrap_or(3)),
+        Compression::None => None,
+    };
+    let rotate_bytes = m.tail.rotate_bytes.0.max(1);
+    let rotate_interval = m.tail.rotate_interval.0;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+
+    let mut tables: HashMap<(String, String), StreamTable> = HashMap::new();
+    let mut file: Option<(ChangeFile, Instant)> = None;
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut in_trx = false;
+    let mut trx_events = 0u64;
+    let mut gtid = String::new();
+    let mut events = 0u64;
+    let mut transactions = 0u64;
+    let mut files = 0u64;
+    let mut last_report = Instant::now();
+    let mut reported_events = 0u64;
+    let mut saved_pos = reader.position();
+    let stop: Stop;
+
+    if let Some(u) = &until
+        && reached(u, &saved_pos, reader.gtid_state())
+    {
+        stop = Stop::Until;
+    } else {
+        stop = loop {
+            let item = if in_trx {
+                reader.next().await?
+            } else {
+                let sleep = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => futures::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break Stop::Signal,
+                    () = sleep => break Stop::Duration,
+                    r = reader.next() => r?,
+                }
+            };
+            let Some(item) = item else {
+                bail!(
+                    "the source closed the binlog stream at {}",
+                    reader.position()
+                );
+            };
+            match item {
+                Item::Begin { gtid: g } => {
+                    in_trx = true;
+                    gtid = g;
+                    trx_events = 0;
+                }
+                Item::Rows {
+                    table,
+                    changes,
+                    ts,
+                    pos,
+                } => {
+                    let key = (table.schema.clone(), table.table.clone());
+                    let stale = tables
+                        .get(&key)
+                        .is_none_or(|t| !Arc::ptr_eq(&t.map, &table));
+                    if stale {
+                        let rule = rule_for(&plan.rules, &table.schema, &table.table)
+                            .ok_or_else(|| anyhow!("no rule for {}", table.name()))?;
+                        let t = StreamTable::new(
+                            Arc::clone(&table),
+                            &rule.config,
+                            m.destination.format,
+                            m.tail.envelope,
+                        )?;
+                        tables.insert(key.clone(), t);
+                    }
+                    let t = tables
+                        .get_mut(&key)
+                        .ok_or_else(|| anyhow!("table {} vanished", table.name()))?;
+                    let pos_file = reader.position().file;
+                    let src = EventSource {
+                        name: &m.name,
+                        server_id: gtid_server(&gtid),
+                        gtid: &gtid,
+                        file: &pos_file,
+                        pos,
+                        ts_ms: u64::from(ts) * 1000,
+                        snapshot: false,
+                    };
+                    if file.is_none() {
+                        let path = format!(
+                            "{}/{}",
+                            target.dir,
+                            changelog::file_name(
+                                next_file,
+                                m.destination.format,
+                                m.destination.compression,
+                                !plan.recipients.is_empty()
+                            )
+                        );
+                        let f = ChangeFile::create(&sink, &path, zstd, &plan.recipients).await?;
+                        encoder = EventEncoder::new(m.destination.format, m.tail.envelope)?;
+                        encoder.start(&mut buf);
+                        file = Some((f, Instant::now()));
+                    }
+                    for c in &changes {
+                        let (op, before, after) = match c {
+                            Change::Insert(a) => (Op::Create, None, Some(a.as_slice())),
+                            Change::Update(b, a) => {
+                                (Op::Update, Some(b.as_slice()), Some(a.as_slice()))
+                            }
+                            Change::Delete(b) => (Op::Delete, Some(b.as_slice()), None),
+                        };
+                        encoder.row_event(&mut buf, t, op, next_seqno, &src, before, after)?;
+                        next_seqno += 1;
+                        events += 1;
+                        trx_events += 1;
+                    }
+                }
+                Item::Ddl {
+                    schema,
+                    statement,
+                    ts,
+                } => {
+                    let relevant = plan.rules.iter().any(|r| r.matches_schema(&schema));
+                    if relevant {
+                        reader.forget_schema(&schema);
+                        tables.retain(|(s, _), _| *s != schema);
+                        if file.is_none() {
+                            let path = format!(
+                                "{}/{}",
+                                target.dir,
+                                changelog::file_name(
+                                    next_file,
+                                    m.destination.format,
+                                    m.destination.compression,
+                                    !plan.recipients.is_empty()
+                                )
+                            );
+                            let f =
+                                ChangeFile::create(&sink, &path, zstd, &plan.recipients).await?;
+                            encoder = EventEncoder::new(m.destination.format, m.tail.envelope)?;
+                            encoder.start(&mut buf);
+                            file = Some((f, Instant::now()));
+                        }
+                        let p = reader.position();
+                        let src = EventSource {
+                            name: &m.name,
+                            server_id: gtid_server(&gtid),
+                            gtid: &gtid,
+                            file: &p.file,
+                            pos: p.pos,
+                            ts_ms: u64::from(ts) * 1000,
+                            snapshot: false,
+                        };
+                        encoder.ddl_event(&mut buf, next_seqno, &src, &schema, &statement)?;
+                        next_seqno += 1;
+                        events += 1;
+                        trx_events += 1;
+                    }
+                }
+                Item::Commit { .. } => {
+                    in_trx = false;
+                    transactions += 1;
+                    if trx_events > 0 {
+                        encoder.commit(&mut buf);
+                    }
+                    let pos = reader.position();
+                    let boundary_stop = if cancel.is_cancelled() {
+                        Some(Stop::Signal)
+                    } else if opts.max_events.is_some_and(|n| events >= n) {
+                        Some(Stop::MaxEvents)
+                    } else if until
+                        .as_ref()
+                        .is_some_and(|u| reached(u, &pos, reader.gtid_state()))
+                    {
+                        Some(Stop::Until)
+                    } else if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        Some(Stop::Duration)
+                    } else {
+                        None
+                    };
+                    if let Some(s) = boundary_stop {
+                        break s;
+                    }
+                    let rotate = file.as_ref().is_some_and(|(f, t)| {
+                        f.plain_bytes + buf.len() as u64 >= rotate_bytes
+                            || t.elapsed() >= rotate_interval
+                    });
+                    if rotate {
+                        finish_file(
+                            &mut file,
+                            &mut buf,
+                            &state,
+                            target,
+                            &pos,
+                            next_seqno,
+                            &mut next_file,
+                        )
+                        .await?;
+                        files += 1;
+                        saved_pos = pos;
+                    } else if file.is_none() && pos != saved_pos {
+                        // Nothing of ours in these transactions: remember we read past them.
+                        save(&state, target, &pos, next_seqno, next_file)?;
+                        saved_pos = pos;
+                    }
+                }
+                Item::Heartbeat => {
+                    let idle_rotate = !in_trx
+                        && file
+                            .as_ref()
+                            .is_some_and(|(_, t)| t.elapsed() >= rotate_interval);
+                    if idle_rotate {
+                        let pos = reader.position();
+                        finish_file(
+                            &mut file,
+                            &mut buf,
+                            &state,
+                            target,
+                            &pos,
+                            next_seqno,
+                            &mut next_file,
+                        )
+                        .await?;
+                        files += 1;
+                        saved_pos = pos;
+                    }
+                }
+            }
+            if buf.len() >= 1 << 20
+                && let Some((f, _)) = file.as_mut()
+            {
+                f.write(std::mem::replace(&mut buf, Vec::with_capacity(1 << 20)))
+                    .await?;
+            }
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                let secs = last_report.elapsed().as_secs_f64();
+                let lag = changelog::now_ms() / 1000;
+                let lag = lag.saturating_sub(u64::from(reader.last_ts));
+                tracing::info!(
+                    events,
+                    events_per_sec = ((events - reported_events) as f64 / secs) as u64,
+                    lag_seconds = lag,
+                    lag_bytes = lag_bytes(&mut conn, &reader.position()).await,
+                    at = %reader.position(),
+                    "Streaming."
+                );
+                last_report = Instant::now();
+                reported_events = events;
+            }
+        };
+    }
+    // Stopped at a transaction boundary: make what was written durable and save.
+    let pos = reader.position();
+    if file.is_some() {
+        finish_file(
+            &mut file,
+            &mut buf,
+            &state,
+            target,
+            &pos,
+            next_seqno,
+            &mut next_file,
+        )
+        .await?;
+        files += 1;
+    } else if pos != saved_pos {
+        save(&state, target, &pos, next_seqno, next_file)?;
+    }
+    drop(reader);
+    Ok(TailOutcome {
+        events,
+        transactions,
+        files,
+        position: pos,
+        seconds: started.elapsed().as_secs_f64(),
+        stop,
+        dir: format!("{}/{}", sink.display, target.dir),
+    })
+}
+
+fn gtid_server(gtid: &str) -> u32 {
+    gtid.split('-').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn save(
+    state: &SqliteState,
+    target: &StreamTarget,
+    pos: &BinlogPos,
+    next_seqno: u64,
+    next_file: u64,
+) -> Result<()> {
+    state.save_stream_position(
+        &target.stream,
+        &StreamPosition {
+            kind: "binlog".into(),
+            file: pos.file.clone(),
+            pos: pos.pos,
+            gtid: pos.gtid.clone(),
+            next_seqno,
+            next_file,
+        },
+    )
+}
+
+async fn finish_file(
+    file: &mut Option<(ChangeFile, Instant)>,
+    buf: &mut Vec<u8>,
+    state: &SqliteState,
+    target: &StreamTarget,
+    pos: &BinlogPos,
+    next_seqno: u64,
+    next_file: &mut u64,
+) -> Result<()> {
+    let Some((mut f, _)) = file.take() else {
+        return Ok(());
+    };
+    f.write(std::mem::take(buf)).await?;
+    let path = f.path.clone();
+    let (bytes, _sha) = f.commit().await?;
+    *next_file += 1;
+    save(state, target, pos, next_seqno, *next_file)?;
+    tracing::debug!(file = %path, bytes, position = %pos, "Changelog file complete.");
+    Ok(())
+}
+
+async fn lag_bytes(conn: &mut mysql_async::Conn, at: &BinlogPos) -> u64 {
+    let Ok(logs) = binlog::binary_logs(conn).await else {
+        return 0;
+    };
+    let mut behind = 0u64;
+    let mut counting = false;
+    for (f, size) in logs {
+        if f == at.file {
+            counting = true;
+            behind += size.saturating_sub(at.pos);
+        } else if counting {
+            behind += size;
+        }
+    }
+    behind
+}
