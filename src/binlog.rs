@@ -198,17 +198,27 @@ pub async fn preflight(conn: &mut Conn, server_id: u32) -> Result<BinlogSettings
              server_id in the manifest"
         );
     }
-    let hosts: Vec<mysql_async::Row> = conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default();
-    for h in hosts {
-        let id: Option<u32> = h.get(0);
-        let host: Option<String> = h.get(1);
-        if id == Some(server_id) {
-            bail!(
-                "server_id {server_id} is already used by another replica or stream ({}): \
-                 set another [source] server_id in the manifest",
-                host.unwrap_or_default()
-            );
+    // A stream that just ended (or was killed) stays registered until the server's dump
+    // thread notices, within a heartbeat or two: wait a little before calling it a conflict.
+    let mut holder = None;
+    for attempt in 0..8 {
+        let hosts: Vec<mysql_async::Row> = conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default();
+        holder = hosts.into_iter().find_map(|h| {
+            (h.get::<u32, _>(0) == Some(server_id))
+                .then(|| h.get::<String, _>(1).unwrap_or_default())
+        });
+        if holder.is_none() {
+            break;
         }
+        if attempt < 7 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+    if let Some(host) = holder {
+        bail!(
+            "server_id {server_id} is already used by another replica or stream ({host}): \
+             set another [source] server_id in the manifest"
+        );
     }
     Ok(BinlogSettings {
         mariadb,
@@ -269,9 +279,10 @@ async fn oldest_position(conn: &mut Conn) -> String {
         return "none (no binlog files)".into();
     };
     let gtid: Option<String> = conn
-        .exec_first("SELECT BINLOG_GTID_POS(?, 4)", (first.as_str(),))
+        .exec_first::<Option<String>, _, _>("SELECT BINLOG_GTID_POS(?, 4)", (first.as_str(),))
         .await
         .ok()
+        .flatten()
         .flatten();
     match gtid.filter(|g| !g.is_empty()) {
         Some(g) => format!("{first}:4 (gtid {g})"),
@@ -358,6 +369,10 @@ pub struct MapColumn {
     inet6: bool,
     /// MariaDB INET4 stored as 4 bytes.
     inet4: bool,
+    /// Width of an integer column in bits (0 for other types).
+    int_bits: u32,
+    /// BINARY(n): the binlog drops trailing zero bytes, the column has n.
+    pad_to: usize,
 }
 
 /// A table as one table map event describes it.
@@ -443,23 +458,13 @@ impl TableMap {
                 OptionalMetadataField::EnumStrValue(ev) => {
                     for e in ev.iter_values() {
                         let e = e.map_err(bad)?;
-                        enums.push(
-                            e.values()
-                                .iter()
-                                .map(|v| v.value_raw().to_vec())
-                                .collect(),
-                        );
+                        enums.push(e.values().iter().map(|v| v.value_raw().to_vec()).collect());
                     }
                 }
                 OptionalMetadataField::SetStrValue(sv) => {
                     for s in sv.iter_values() {
                         let s = s.map_err(bad)?;
-                        sets.push(
-                            s.values()
-                                .iter()
-                                .map(|v| v.value_raw().to_vec())
-                                .collect(),
-                        );
+                        sets.push(s.values().iter().map(|v| v.value_raw().to_vec()).collect());
                     }
                 }
                 OptionalMetadataField::SimplePrimaryKey(pk) => {
@@ -484,13 +489,12 @@ impl TableMap {
         }
         let (mut numeric_i, mut char_i, mut es_i, mut enum_i, mut set_i) = (0, 0, 0, 0, 0);
         let mut columns = Vec::with_capacity(n);
-        for i in 0..n {
+        for (i, name) in names.into_iter().enumerate() {
             let ty = tme
                 .get_column_type(i)
                 .map_err(|e| anyhow!("table map of {schema}.{table}, column {i}: {e}"))?
                 .ok_or_else(|| anyhow!("table map of {schema}.{table}: column {i} has no type"))?;
             let meta = tme.get_column_metadata(i).unwrap_or(&[]);
-            let name = names[i].clone();
             let nullable = tme.null_bitmask().get(i).is_some_and(|b| *b);
             let is_unsigned = if ty.is_numeric_type() {
                 let u = unsigned.get(numeric_i).copied().unwrap_or(false);
@@ -612,20 +616,43 @@ impl TableMap {
             if info.column_type.is_empty() {
                 info.column_type = format!("{kind:?}").to_ascii_lowercase();
             }
-            if matches!(info.kind, Kind::Text | Kind::Json) && matches!(charset, Charset::Binary)
-            {
+            if matches!(info.kind, Kind::Text | Kind::Json) && matches!(charset, Charset::Binary) {
                 info.kind = if inet6 || inet4 {
                     Kind::Text
                 } else {
                     Kind::Binary
                 };
             }
+            let int_bits = match ty {
+                T::MYSQL_TYPE_TINY => 8,
+                T::MYSQL_TYPE_SHORT => 16,
+                T::MYSQL_TYPE_INT24 => 24,
+                T::MYSQL_TYPE_LONG => 32,
+                T::MYSQL_TYPE_LONGLONG => 64,
+                _ => 0,
+            };
+            let pad_to = if ty == T::MYSQL_TYPE_STRING
+                && matches!(charset, Charset::Binary)
+                && info.kind == Kind::Binary
+            {
+                let b0 = usize::from(meta.first().copied().unwrap_or(0));
+                let b1 = usize::from(meta.get(1).copied().unwrap_or(0));
+                if b0 & 0x30 != 0x30 {
+                    b1 | (((b0 & 0x30) ^ 0x30) << 4)
+                } else {
+                    b1
+                }
+            } else {
+                0
+            };
             columns.push(MapColumn {
                 info,
                 charset,
                 members,
                 inet6,
                 inet4,
+                int_bits,
+                pad_to,
             });
         }
         Ok(TableMap {
@@ -665,19 +692,19 @@ fn convert(c: &MapColumn, v: Value) -> Result<Value> {
         (_, Value::NULL) => Value::NULL,
         (Kind::UInt, Value::Int(i)) if i < 0 => {
             // A signed reading of an unsigned column: reinterpret by width.
-            let bits = match c.info.column_type.split('(').next().unwrap_or("") {
-                t if t.starts_with("tinyint") => 8,
-                t if t.starts_with("smallint") => 16,
-                t if t.starts_with("mediumint") => 24,
-                t if t.starts_with("int") => 32,
-                _ => 64,
-            };
-            let mask = if bits == 64 {
-                u64::MAX
-            } else {
-                (1u64 << bits) - 1
+            let mask = match c.int_bits {
+                8 | 16 | 24 | 32 => (1u64 << c.int_bits) - 1,
+                _ => u64::MAX,
             };
             Value::UInt(i as u64 & mask)
+        }
+        (Kind::Int, Value::Int(i)) if c.int_bits == 24 && i >= 1 << 23 => {
+            // A 24-bit value read without its sign.
+            Value::Int(i - (1 << 24))
+        }
+        (Kind::Binary, Value::Bytes(mut b)) if b.len() < c.pad_to => {
+            b.resize(c.pad_to, 0);
+            Value::Bytes(b)
         }
         (Kind::Year, Value::Bytes(b)) => {
             let y: i64 = std::str::from_utf8(&b)?.parse()?;
@@ -939,7 +966,9 @@ impl BinlogReader {
             .lookup_conn
             .as_mut()
             .ok_or_else(|| anyhow!("lookup connection"))?;
-        let s = crate::source::capture_schema(conn, schema, table).await.ok();
+        let s = crate::source::capture_schema(conn, schema, table)
+            .await
+            .ok();
         self.known.insert(k, s.clone());
         Ok(s)
     }

@@ -70,6 +70,8 @@ pub struct EventSource<'a> {
     pub ts_ms: u64,
     /// Part of a snapshot.
     pub snapshot: bool,
+    /// Index of the row in its binlog event.
+    pub row: u64,
 }
 
 /// A table of the stream: which columns are written and the encoders for its row images.
@@ -117,7 +119,8 @@ impl StreamTable {
         } else {
             map.key.clone()
         };
-        let columns: Arc<[ColumnInfo]> = pick.iter().map(|&i| map.columns[i].info.clone()).collect();
+        let columns: Arc<[ColumnInfo]> =
+            pick.iter().map(|&i| map.columns[i].info.clone()).collect();
         let key_columns: Arc<[ColumnInfo]> =
             key.iter().map(|&i| map.columns[i].info.clone()).collect();
         let info = |columns: Arc<[ColumnInfo]>| TableInfo {
@@ -171,7 +174,6 @@ impl StreamTable {
             flat,
         })
     }
-
 }
 
 /// The values of `row` at `pick`.
@@ -345,7 +347,9 @@ impl EventEncoder {
         if self.format == Format::Sql {
             return self.sql_event(out, t, op, seqno, src, before, after);
         }
-        let image = after.or(before).ok_or_else(|| anyhow!("event without a row"))?;
+        let image = after
+            .or(before)
+            .ok_or_else(|| anyhow!("event without a row"))?;
         if let Some(flat) = t.flat.as_mut() {
             let mut row = project(image, &t.pick);
             row.push(Value::Bytes(op.code().as_bytes().to_vec()));
@@ -370,7 +374,14 @@ impl EventEncoder {
         let before = before.map(|b| project(b, &t.pick));
         let after = after.map(|a| project(a, &t.pick));
         let tree = self.tree();
-        tree.open(out, if envelope == Envelope::Storagetapper { 9 } else { 8 });
+        tree.open(
+            out,
+            if envelope == Envelope::Storagetapper {
+                9
+            } else {
+                8
+            },
+        );
         let put_common = |tree: &mut dyn Tree, out: &mut Vec<u8>| -> Result<()> {
             tree.field(out, "before");
             match before {
@@ -609,7 +620,7 @@ fn write_source(
     tree.field(out, "pos");
     tree.uint(out, src.pos);
     tree.field(out, "row");
-    tree.uint(out, 0);
+    tree.uint(out, src.row);
     tree.close(out);
     Ok(())
 }
@@ -720,7 +731,12 @@ impl ChangeFile {
 
 /// The changelog file name for number `n` (the chunk naming of the layout).
 pub fn file_name(n: u64, format: Format, compression: Compression, encrypted: bool) -> String {
-    crate::layout::chunk_file(i64::try_from(n).unwrap_or(i64::MAX), format, compression, encrypted)
+    crate::layout::chunk_file(
+        i64::try_from(n).unwrap_or(i64::MAX),
+        format,
+        compression,
+        encrypted,
+    )
 }
 
 /// The number of a changelog file name (`00012.jsonl.zst` → 12).

@@ -715,9 +715,13 @@ async fn worker_point(conn: &mut Conn) -> Result<Option<BinlogPos>> {
     match (file, pos) {
         (Some(file), Some(pos)) if !file.is_empty() => {
             let gtid: Option<String> = conn
-                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.as_str(), pos))
+                .exec_first::<Option<String>, _, _>(
+                    "SELECT BINLOG_GTID_POS(?, ?)",
+                    (file.as_str(), pos),
+                )
                 .await
                 .ok()
+                .flatten()
                 .flatten();
             Ok(Some(BinlogPos {
                 file,

@@ -149,7 +149,11 @@ fn binlog_seq(file: &str) -> (u64, String) {
 ///
 /// # Errors
 /// On any failure; what was saved stays valid.
-pub async fn run(plan: &Plan, opts: &TailOptions, cancel: CancellationToken) -> Result<TailOutcome> {
+pub async fn run(
+    plan: &Plan,
+    opts: &TailOptions,
+    cancel: CancellationToken,
+) -> Result<TailOutcome> {
     let target = StreamTarget::tail(&plan.manifest.name);
     follow(plan, &target, None, opts, cancel).await
 }
@@ -202,13 +206,14 @@ pub async fn follow(
             },
             StartAt::FilePos(file, pos) => {
                 let gtid: Option<String> = if settings.mariadb {
-                    mysql_async::prelude::Queryable::exec_first(
+                    mysql_async::prelude::Queryable::exec_first::<Option<String>, _, _>(
                         &mut conn,
                         "SELECT BINLOG_GTID_POS(?, ?)",
                         (file.as_str(), pos),
                     )
                     .await
                     .ok()
+                    .flatten()
                     .flatten()
                 } else {
                     None
@@ -332,7 +337,7 @@ pub async fn follow(
                         .get_mut(&key)
                         .ok_or_else(|| anyhow!("table {} vanished", table.name()))?;
                     let pos_file = reader.position().file;
-                    let src = EventSource {
+                    let mut src = EventSource {
                         name: &m.name,
                         server_id: gtid_server(&gtid),
                         gtid: &gtid,
@@ -340,6 +345,7 @@ pub async fn follow(
                         pos,
                         ts_ms: u64::from(ts) * 1000,
                         snapshot: false,
+                        row: 0,
                     };
                     if file.is_none() {
                         let path = format!(
@@ -357,7 +363,8 @@ pub async fn follow(
                         encoder.start(&mut buf);
                         file = Some((f, Instant::now()));
                     }
-                    for c in &changes {
+                    for (n, c) in changes.iter().enumerate() {
+                        src.row = n as u64;
                         let (op, before, after) = match c {
                             Change::Insert(a) => (Op::Create, None, Some(a.as_slice())),
                             Change::Update(b, a) => {
@@ -406,6 +413,7 @@ pub async fn follow(
                             pos: p.pos,
                             ts_ms: u64::from(ts) * 1000,
                             snapshot: false,
+                            row: 0,
                         };
                         encoder.ddl_event(&mut buf, next_seqno, &src, &schema, &statement)?;
                         next_seqno += 1;
@@ -535,7 +543,10 @@ pub async fn follow(
 }
 
 fn gtid_server(gtid: &str) -> u32 {
-    gtid.split('-').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    gtid.split('-')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn save(

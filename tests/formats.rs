@@ -17,60 +17,7 @@ use storagetapper::layout::SchemaFile;
 use storagetapper::manifest::Format;
 use storagetapper::value::canonical;
 
-const TORTURE: &str = r#"
-SET SESSION sql_mode = '';
-CREATE TABLE torture (
-  id INT PRIMARY KEY,
-  ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT, su SMALLINT UNSIGNED,
-  mi MEDIUMINT, mu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED, bi BIGINT, bu BIGINT UNSIGNED,
-  d1 DECIMAL(65,30), d2 DECIMAL(10,2), d0 DECIMAL(20,0),
-  f FLOAT, dbl DOUBLE,
-  bt1 BIT(1), bt10 BIT(10), bt64 BIT(64),
-  dt DATE, dtm0 DATETIME, dtm3 DATETIME(3), dtm6 DATETIME(6),
-  ts0 TIMESTAMP NULL DEFAULT NULL, ts6 TIMESTAMP(6) NULL DEFAULT NULL,
-  tm0 TIME, tm6 TIME(6), yr YEAR, dtm2 DATETIME(2), ts4 TIMESTAMP(4) NULL DEFAULT NULL, tm3 TIME(3),
-  en ENUM('a','b','c d',''), st SET('x','y','z'),
-  js JSON,
-  c CHAR(10), vc VARCHAR(100), tx TEXT,
-  lt VARCHAR(50) CHARACTER SET latin1, ltx TEXT CHARACTER SET latin1,
-  bn BINARY(4), vb VARBINARY(20), bl BLOB,
-  gen INT AS (i + 1) VIRTUAL, gens VARCHAR(120) AS (CONCAT(vc, '!')) PERSISTENT,
-  geo GEOMETRY, pt POINT, ip INET6
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-INSERT INTO torture (id, ti, tu, si, su, mi, mu, i, iu, bi, bu, d1, d2, d0, f, dbl, bt1, bt10, bt64,
-  dt, dtm0, dtm3, dtm6, ts0, ts6, tm0, tm6, yr, dtm2, ts4, tm3, en, st, js, c, vc, tx, lt, ltx, bn, vb, bl, geo, pt, ip)
-VALUES
-(1, 127, 255, 32767, 65535, 8388607, 16777215, 2147483647, 4294967295, 9223372036854775807,
-  18446744073709551615, 99999999999999999999999999999999999.999999999999999999999999999999,
-  99999999.99, 99999999999999999999, 3.40282e38, 1.7976931348623157e308, b'1', b'1111111111',
-  b'1111111111111111111111111111111111111111111111111111111111111111',
-  '9999-12-31', '9999-12-31 23:59:59', '9999-12-31 23:59:59.999', '9999-12-31 23:59:59.999999',
-  '2038-01-19 03:14:07', '2038-01-19 03:14:07.999999', '838:59:59', '838:59:59.999999', 2155,
-  '1000-01-01 00:00:00.01', '2001-09-09 01:46:40.1234', '-12:34:56.789',
-  'c d', 'x,z', '{"a": [1, 2.50, "x"], "b": null}', 'abc', '😀𝄞 ünï', 'q''uote \\ back\nnl\r\0nul\tZ\Z',
-  'café ÿ', 'latin1 text é', X'00010203', X'00FF005C27', X'000102FF',
-  ST_GeomFromText('POLYGON((0 0,1 0,1 1,0 0))'), POINT(1.5, -2.25), '::1'),
-(2, -128, 0, -32768, 0, -8388608, 0, -2147483648, 0, -9223372036854775808, 0,
-  -99999999999999999999999999999999999.999999999999999999999999999999, -99999999.99,
-  -99999999999999999999, -3.40282e38, -0e0, b'0', b'0', b'0',
-  '0000-00-00', '0000-00-00 00:00:00', '2024-00-10 00:00:00.000', '2024-02-00 01:02:03.000004',
-  '0000-00-00 00:00:00', '1970-01-01 00:00:01.000001', '-838:59:59', '-838:59:59.999999', 0,
-  '0000-00-00 00:00:00.00', '0000-00-00 00:00:00.0000', '00:00:00.001',
-  '', '', '{\n  "multi": "line",\n  "n": 1.0e2\n}', '', '', '', '', '', X'00000000', X'', X'',
-  ST_GeomFromText('POINT(0 0)'), POINT(0, 0), 'ffff::ffff'),
-(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-  NULL, NULL, NULL,
-  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-(4, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0.000000000000000000000000000001, 0.01, 0, 1.17549e-38,
-  2.2250738585072014e-308, b'1', b'0000000001', b'1000000000000000000000000000000000000000000000000000000000000000',
-  '2024-02-29', '2024-02-29 12:34:56', '2024-02-29 12:34:56.123', '2024-02-29 12:34:56.000001',
-  '2024-02-29 12:34:56', '2024-02-29 12:34:56.5', '00:00:00', '-00:00:00.000001', 1901,
-  '2024-02-29 23:59:59.99', '2024-02-29 23:59:59.9999', '838:59:59.999',
-  'a', 'x,y,z', '"just a string"', 'padded   ', 'tab\there', REPEAT('long text ', 500),
-  'ÀÉÎÕÜ', REPEAT('é', 300), X'FFFFFFFF', X'27225C00', REPEAT(X'00FF', 1000),
-  NULL, NULL, NULL);
-"#;
+const TORTURE: &str = include_str!("torture.sql");
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,475 @@
+//! `tail`: change events decode exactly like a snapshot, a changelog replayed gives back the
+//! source tables, nothing is lost or written twice across kill -9, schema changes mid-stream
+//! (also while catching up from behind them).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value as J;
+
+const TORTURE: &str = include_str!("torture.sql");
+
+/// `file:pos` of the server's binlog end now.
+fn position() -> String {
+    let out = server().sql("SHOW MASTER STATUS");
+    let mut it = out.split('\t');
+    let file = it.next().expect("file").trim().to_string();
+    let pos = it.next().expect("pos").trim().to_string();
+    format!("{file}:{pos}")
+}
+
+fn tail_ok(manifest: &Path, args: &[&str]) -> String {
+    let m = manifest.to_str().expect("path");
+    let mut a = vec!["tail", "-m", m, "--no-progress"];
+    a.extend_from_slice(args);
+    let o = run(&a);
+    assert!(o.status.success(), "tail failed:\n{}", text(&o));
+    text(&o)
+}
+
+/// Every change event in the stream's files, in file order; checks there are no temporaries.
+fn changelog(case: &Case) -> Vec<J> {
+    let dir = case.out().join("changelog");
+    assert!(
+        temporaries(&dir).is_empty(),
+        "temporary files left: {:?}",
+        temporaries(&dir)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    files.iter().flat_map(|f| read_chunk(f)).collect()
+}
+
+/// Checks seqnos are 1, 2, 3, … with no gap or repeat.
+fn check_seqnos(events: &[J]) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e["seqno"].as_u64(),
+            Some(i as u64 + 1),
+            "seqno out of order at event {i}: {e}"
+        );
+    }
+}
+
+fn key_of(row: &J, key: &[&str]) -> String {
+    key.iter()
+        .map(|k| row[*k].to_string())
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// Applies row events of `table` (debezium envelope) to an empty table.
+fn replay(events: &[J], schema: &str, table: &str, key: &[&str]) -> BTreeMap<String, J> {
+    let mut rows: BTreeMap<String, J> = BTreeMap::new();
+    for e in events {
+        if e["op"] == "ddl" {
+            // What a consumer does with the two statements these tests use.
+            let stmt = e["ddl"].as_str().expect("ddl");
+            let words: Vec<&str> = stmt.split_whitespace().collect();
+            if let Some(i) = words.iter().position(|w| w.eq_ignore_ascii_case("ADD")) {
+                let col = words[i + 2];
+                let default = words
+                    .iter()
+                    .position(|w| w.eq_ignore_ascii_case("DEFAULT"))
+                    .map(|d| J::String(words[d + 1].trim_matches(['\'', ';']).to_string()))
+                    .unwrap_or(J::Null);
+                for r in rows.values_mut() {
+                    r[col] = default.clone();
+                }
+            } else if let Some(i) = words.iter().position(|w| w.eq_ignore_ascii_case("DROP")) {
+                let col = words[i + 2].trim_end_matches(';');
+                for r in rows.values_mut() {
+                    r.as_object_mut().expect("row").remove(col);
+                }
+            }
+            continue;
+        }
+        if e["source"]["db"] != schema || e["source"]["table"] != table {
+            continue;
+        }
+        match e["op"].as_str() {
+            Some("c") => {
+                let a = &e["after"];
+                assert!(
+                    rows.insert(key_of(a, key), a.clone()).is_none(),
+                    "insert of an existing row: {e}"
+                );
+            }
+            Some("u") => {
+                let b = &e["before"];
+                let old = rows.remove(&key_of(b, key));
+                assert_eq!(old.as_ref(), Some(b), "update's before-image differs: {e}");
+                rows.insert(key_of(&e["after"], key), e["after"].clone());
+            }
+            Some("d") => {
+                let b = &e["before"];
+                let old = rows.remove(&key_of(b, key));
+                assert_eq!(old.as_ref(), Some(b), "delete's before-image differs: {e}");
+            }
+            other => panic!("unexpected op {other:?}: {e}"),
+        }
+    }
+    rows
+}
+
+/// The table as a fresh backup writes it, by key.
+fn table_now(case: &Case, table: &str, key: &[&str]) -> BTreeMap<String, J> {
+    let m = case.dir.join(format!("snap-{table}.toml"));
+    std::fs::write(
+        &m,
+        format!(
+            "name = \"snap\"\n[source]\nurl = \"mysql://root@127.0.0.1:{}\"\n[state]\n\
+             url = \"sqlite://{dir}/snap.db\"\n[destination]\nurl = \"file://{dir}/snap\"\n\
+             [[tables]]\nschema = \"{db}\"\ntable = \"{table}\"\n",
+            server().port,
+            dir = case.dir.display(),
+            db = case.name
+        ),
+    )
+    .expect("manifest");
+    backup_ok(&m, &["--fresh"]);
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(case.dir.join("snap/snap"))
+        .expect("snap dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("metadata.json").exists())
+        .collect();
+    dirs.sort();
+    let latest = dirs.last().expect("a backup");
+    read_table(latest, &format!("{}.{table}", case.name))
+        .into_iter()
+        .map(|r| (key_of(&r, key), r))
+        .collect()
+}
+
+#[test]
+fn change_events_decode_exactly_like_the_snapshot() {
+    let case = Case::new("tail_types");
+    let start = position();
+    case.sql(TORTURE);
+    let snap = table_now(&case, "torture", &["id"]);
+    case.sql("DELETE FROM torture WHERE id = 4");
+    let m = case.manifest(&format!(
+        "[[tables]]\nschema = \"{}\"\ntable = \"torture\"\n",
+        case.name
+    ));
+    let out = tail_ok(&m, &["--from", &start, "--until", "now"]);
+    assert!(out.contains("reached --until"), "{out}");
+    let events = changelog(&case);
+    check_seqnos(&events);
+    assert_eq!(events[0]["op"], "ddl", "the CREATE TABLE comes first");
+    let inserts: Vec<&J> = events.iter().filter(|e| e["op"] == "c").collect();
+    assert_eq!(inserts.len(), 4);
+    for e in &inserts {
+        let after = &e["after"];
+        let want = &snap[&key_of(after, &["id"])];
+        // MariaDB does not log VIRTUAL generated columns' values: compare the others.
+        for (col, v) in want.as_object().expect("row") {
+            if col == "gen" {
+                continue;
+            }
+            assert_eq!(
+                &after[col], v,
+                "column {col} of row {}: change event {} vs snapshot {}",
+                after["id"], after[col], v
+            );
+        }
+        assert_eq!(e["source"]["db"], case.name.as_str());
+        assert_eq!(e["source"]["table"], "torture");
+        assert_eq!(e["key"], serde_json::json!({"id": after["id"]}));
+        assert!(
+            e["source"]["gtid"]
+                .as_str()
+                .is_some_and(|g| g.starts_with("0-1-"))
+        );
+    }
+    // All rows of one INSERT statement share its transaction's GTID.
+    assert!(
+        inserts
+            .iter()
+            .all(|e| e["source"]["gtid"] == inserts[0]["source"]["gtid"])
+    );
+    let del = events.iter().find(|e| e["op"] == "d").expect("a delete");
+    assert_eq!(del["after"], J::Null);
+    for (col, v) in snap[&key_of(&serde_json::json!({"id": 4}), &["id"])]
+        .as_object()
+        .expect("row")
+    {
+        if col != "gen" {
+            assert_eq!(&del["before"][col], v, "delete before-image, column {col}");
+        }
+    }
+}
+
+/// One random transaction of 1–4 row changes on two tables; returns its SQL and the number of
+/// row changes it makes (every statement changes exactly one row).
+fn transaction(
+    rng: &mut Lcg,
+    live_a: &mut Vec<u64>,
+    live_b: &mut Vec<(String, u64)>,
+    next: &mut u64,
+) -> (String, u64) {
+    let mut sql = String::from("START TRANSACTION;");
+    let n = rng.range(1, 5);
+    let texts = [
+        "plain",
+        "😀 emoji",
+        "quote '' and \\\\ back",
+        "ünïcödé",
+        "tab\there",
+    ];
+    for _ in 0..n {
+        let text = texts[rng.range(0, texts.len() as u64) as usize];
+        let nullable = if rng.range(0, 3) == 0 {
+            "NULL".to_string()
+        } else {
+            rng.range(0, 1000).to_string()
+        };
+        match (rng.range(0, 6), live_a.is_empty(), live_b.is_empty()) {
+            (0 | 1, _, _) | (2 | 3, true, _) => {
+                *next += 1;
+                live_a.push(*next);
+                sql += &format!("INSERT INTO a VALUES ({next}, 0, '{text}', {nullable});");
+            }
+            (2, false, _) => {
+                let id = live_a[rng.range(0, live_a.len() as u64) as usize];
+                sql += &format!(
+                    "UPDATE a SET v = v + 1, s = '{text}', n = {nullable} WHERE id = {id};"
+                );
+            }
+            (3, false, _) => {
+                let i = rng.range(0, live_a.len() as u64) as usize;
+                let id = live_a.swap_remove(i);
+                sql += &format!("DELETE FROM a WHERE id = {id};");
+            }
+            (4, _, _) | (5, _, true) => {
+                *next += 1;
+                let k = (format!("k{}", *next % 7), *next);
+                sql += &format!("INSERT INTO b VALUES ('{}', {}, {nullable}, 0);", k.0, k.1);
+                live_b.push(k);
+            }
+            _ => {
+                let i = rng.range(0, live_b.len() as u64) as usize;
+                if rng.range(0, 2) == 0 {
+                    let (k1, k2) = live_b.swap_remove(i);
+                    sql += &format!("DELETE FROM b WHERE k1 = '{k1}' AND k2 = {k2};");
+                } else {
+                    let (k1, k2) = &live_b[i];
+                    sql += &format!(
+                        "UPDATE b SET c = c + 1, payload = {nullable} WHERE k1 = '{k1}' AND k2 = {k2};"
+                    );
+                }
+            }
+        }
+    }
+    sql += "COMMIT;";
+    (sql, n)
+}
+
+#[test]
+fn killed_and_restarted_tail_loses_and_repeats_nothing() {
+    for seed in [7u64, 1234] {
+        let case = Case::new(&format!("tail_kill_{seed}"));
+        case.sql(
+            "CREATE TABLE a (id BIGINT PRIMARY KEY, v INT NOT NULL, s VARCHAR(50), n INT NULL); \
+             CREATE TABLE b (k1 VARCHAR(20), k2 INT, payload TEXT NULL, c INT NOT NULL, \
+             PRIMARY KEY (k1, k2)); CREATE TABLE ignored (id INT PRIMARY KEY)",
+        );
+        let start = position();
+        let m = case.manifest(&format!(
+            "[tail]\nrotate_bytes = \"2KiB\"\nrotate_interval = \"1s\"\n\n\
+             [[tables]]\nschema = \"{0}\"\ntable = \"a\"\n\n[[tables]]\nschema = \"{0}\"\ntable = \"b\"\n",
+            case.name
+        ));
+        let mut rng = Lcg(seed);
+        let (mut live_a, mut live_b, mut next) = (Vec::new(), Vec::new(), 0u64);
+        let mut changes = 0u64;
+        let mut write = |rng: &mut Lcg, n: u64, changes: &mut u64| {
+            let mut sql = String::new();
+            for _ in 0..n {
+                let (s, c) = transaction(rng, &mut live_a, &mut live_b, &mut next);
+                sql += &s;
+                *changes += c;
+            }
+            sql += "INSERT INTO ignored VALUES (FLOOR(RAND() * 1000000000)) ON DUPLICATE KEY UPDATE id = id;";
+            case.sql(&sql);
+        };
+        let mut first = true;
+        for round in 0..3 {
+            let mut args = vec![
+                "tail".to_string(),
+                "-m".into(),
+                m.to_str().expect("path").into(),
+                "--no-progress".into(),
+            ];
+            if first {
+                args.push("--from".into());
+                args.push(start.clone());
+                first = false;
+            }
+            let mut child = bin()
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn tail");
+            for _ in 0..rng.range(2, 5) {
+                let n = rng.range(20, 60);
+                write(&mut rng, n, &mut changes);
+                std::thread::sleep(Duration::from_millis(rng.range(50, 700)));
+            }
+            if let Some(status) = child.try_wait().expect("wait") {
+                let mut err = String::new();
+                use std::io::Read;
+                child
+                    .stderr
+                    .take()
+                    .expect("stderr")
+                    .read_to_string(&mut err)
+                    .ok();
+                panic!("tail ended early in round {round}: {status}\n{err}");
+            }
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+            // More changes while the stream is down.
+            let n = rng.range(10, 40);
+            write(&mut rng, n, &mut changes);
+        }
+        let out = tail_ok(&m, &["--until", "now"]);
+        assert!(out.contains("reached --until"), "{out}");
+        let events = changelog(&case);
+        check_seqnos(&events);
+        let row_events = events.iter().filter(|e| e["op"] != "ddl").count() as u64;
+        assert_eq!(
+            row_events, changes,
+            "one event per row change, none lost or repeated"
+        );
+        let a = replay(&events, &case.name, "a", &["id"]);
+        assert_eq!(a, table_now(&case, "a", &["id"]), "seed {seed}: table a");
+        let b = replay(&events, &case.name, "b", &["k1", "k2"]);
+        assert_eq!(
+            b,
+            table_now(&case, "b", &["k1", "k2"]),
+            "seed {seed}: table b"
+        );
+        assert!(events.iter().all(|e| e["source"]["table"] != "ignored"));
+        // Every transaction's rows share one GTID, and GTIDs only grow.
+        let mut last = 0u64;
+        for e in &events {
+            let g = e["source"]["gtid"].as_str().expect("gtid");
+            let seq: u64 = g.rsplit('-').next().expect("seq").parse().expect("number");
+            assert!(seq >= last, "GTIDs go backwards at {e}");
+            last = seq;
+        }
+    }
+}
+
+#[test]
+fn schema_changes_mid_stream_and_while_catching_up() {
+    let case = Case::new("tail_alter");
+    case.sql("CREATE TABLE t (id INT PRIMARY KEY, a INT)");
+    let start = position();
+    let m = case.manifest(&format!(
+        "[[tables]]\nschema = \"{}\"\ntable = \"t\"\n",
+        case.name
+    ));
+    case.sql(
+        "INSERT INTO t VALUES (1, 10), (2, 20), (3, 30); UPDATE t SET a = 11 WHERE id = 1; \
+         ALTER TABLE t ADD COLUMN b VARCHAR(10) NOT NULL DEFAULT 'x'; \
+         INSERT INTO t VALUES (4, 40, 'new'); UPDATE t SET b = 'upd', a = 21 WHERE id = 2; \
+         DELETE FROM t WHERE id = 3",
+    );
+    // Catch up from behind the ALTER: each event carries the columns it was written with.
+    tail_ok(&m, &["--from", &start, "--until", "now"]);
+    let events = changelog(&case);
+    let first = events.iter().find(|e| e["op"] == "c").expect("insert");
+    let cols: Vec<&String> = first["after"].as_object().expect("row").keys().collect();
+    assert_eq!(cols, ["id", "a"], "pre-ALTER event has the old columns");
+    let ddl: Vec<&J> = events.iter().filter(|e| e["op"] == "ddl").collect();
+    assert_eq!(ddl.len(), 1);
+    assert!(
+        ddl[0]["ddl"]
+            .as_str()
+            .expect("ddl")
+            .contains("ADD COLUMN b")
+    );
+    // Live: the stream runs while a column is dropped.
+    let child = bin()
+        .args([
+            "tail",
+            "-m",
+            m.to_str().expect("path"),
+            "--no-progress",
+            "--duration",
+            "4s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(800));
+    case.sql(
+        "INSERT INTO t VALUES (5, 50, 'five'); ALTER TABLE t DROP COLUMN a; \
+         INSERT INTO t VALUES (6, 'six'); UPDATE t SET b = CONCAT(b, '!')",
+    );
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "live tail failed:\n{}", text(&o));
+    tail_ok(&m, &["--until", "now"]);
+    let events = changelog(&case);
+    check_seqnos(&events);
+    let rows = replay(&events, &case.name, "t", &["id"]);
+    assert_eq!(rows, table_now(&case, "t", &["id"]));
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e["op"] == "u")
+        .expect("update");
+    let cols: Vec<&String> = last["after"].as_object().expect("row").keys().collect();
+    assert_eq!(cols, ["id", "b"], "post-DROP events have the new columns");
+}
+
+#[test]
+fn sql_changelog_replays_with_the_client() {
+    let case = Case::new("tail_sql");
+    case.sql("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(20), d DATETIME(3) NULL)");
+    let start = position();
+    let m = case.manifest_with_destination(
+        "format = \"sql\"\ncompression = \"none\"",
+        &format!("[[tables]]\nschema = \"{}\"\ntable = \"t\"\n", case.name),
+    );
+    case.sql(
+        "INSERT INTO t VALUES (1, 'a''b', '2024-01-01 00:00:00.123'), (2, NULL, NULL); \
+         UPDATE t SET s = 'x\\\\y' WHERE id = 2; DELETE FROM t WHERE id = 1; \
+         INSERT INTO t VALUES (3, '😀', NOW(3))",
+    );
+    tail_ok(&m, &["--from", &start, "--until", "now"]);
+    // Load the files into an empty copy of the table with the plain client.
+    let copy = Case::new("tail_sql_copy");
+    copy.sql("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(20), d DATETIME(3) NULL)");
+    let dir = case.out().join("changelog");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("changelog dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in files {
+        let sql = std::fs::read_to_string(&f).expect("sql file");
+        let sql = sql.replace(&format!("`{}`.", case.name), &format!("`{}`.", copy.name));
+        copy.sql(&sql);
+    }
+    let checksum = |db: &str| {
+        server()
+            .sql(&format!("CHECKSUM TABLE `{db}`.t"))
+            .split('\t')
+            .nth(1)
+            .map(str::to_string)
+    };
+    assert_eq!(checksum(&case.name), checksum(&copy.name));
+}
