@@ -100,6 +100,11 @@ impl GtidState {
         self.0.insert(domain, (server, seq));
     }
 
+    /// The replication domains present.
+    pub fn domains(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.keys().copied()
+    }
+
     /// Has nothing.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

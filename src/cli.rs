@@ -71,6 +71,20 @@ pub enum Command {
         /// Abandon an unfinished backup of this manifest and start a new one.
         #[arg(long)]
         fresh: bool,
+        /// After the snapshot, stream changes from the snapshot's position into the backup's
+        /// `changelog/` (like `tail`), so snapshot + changelog give the source at any later
+        /// position.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: stop at the first transaction boundary at or after this position.
+        #[arg(long, value_name = "POS", requires = "follow")]
+        until: Option<String>,
+        /// With --follow: stop after this many change events.
+        #[arg(long, value_name = "N", requires = "follow")]
+        max_events: Option<u64>,
+        /// With --follow: stop after this long (`30s`, `5m`, `1h`).
+        #[arg(long, value_name = "DURATION", value_parser = duration_parser, requires = "follow")]
+        duration: Option<std::time::Duration>,
     },
     /// Stream the manifest's tables' row changes from the binlog into changelog files
     /// (realtime only, no snapshot). Resumes from the saved position; SIGTERM/Ctrl-C stops at
@@ -124,6 +138,10 @@ pub enum Command {
         /// STORAGETAPPER_IDENTITY, `:`-separated).
         #[arg(short, long, value_name = "FILE")]
         identity: Vec<PathBuf>,
+        /// After loading the snapshot, apply the backup's changelog (from `backup --follow`)
+        /// up to this position: a MariaDB GTID state or `<file>:<pos>` (point-in-time restore).
+        #[arg(long, value_name = "POS")]
+        until: Option<String>,
     },
     /// Check that a backup is whole: every file exists, matches its sha256, decrypts,
     /// decompresses and decodes with the right row count. Exit 1 names each bad file.
@@ -251,6 +269,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             manifest,
             threads,
             fresh,
+            follow,
+            until,
+            max_events,
+            duration,
         } => {
             let plan = Plan::load(&manifest)?;
             let cancel = CancellationToken::new();
@@ -260,7 +282,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 fresh,
                 progress: mode,
             };
-            let out = snapshot::run(&plan, &opts, cancel).await?;
+            let out = snapshot::run(&plan, &opts, cancel.clone()).await?;
             let rate = out.rows_this_run as f64 / out.seconds.max(0.001);
             tracing::info!(
                 backup = %out.id,
@@ -289,6 +311,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 out.location
             );
+            if follow {
+                let from = out.follow_from.clone().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--follow: the backup has no binlog position (is log_bin on at the source?)"
+                    )
+                })?;
+                let target = crate::tail::StreamTarget::follow(&plan.manifest.name, &out.id);
+                let opts = crate::tail::TailOptions {
+                    from: None,
+                    until,
+                    max_events,
+                    duration,
+                };
+                let t = crate::tail::follow(&plan, &target, Some(from), &opts, cancel).await?;
+                print_tail(&t);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Tail {
@@ -308,30 +346,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 duration,
             };
             let out = crate::tail::run(&plan, &opts, cancel).await?;
-            let why = match out.stop {
-                crate::tail::Stop::Signal => "stopped by signal",
-                crate::tail::Stop::Until => "reached --until",
-                crate::tail::Stop::MaxEvents => "reached --max-events",
-                crate::tail::Stop::Duration => "reached --duration",
-            };
-            tracing::info!(
-                events = out.events,
-                transactions = out.transactions,
-                files = out.files,
-                position = %out.position,
-                seconds = format!("{:.2}", out.seconds),
-                "Tail stopped."
-            );
-            println!(
-                "tail {why}: {} events in {} transactions, {} files in {:.2}s ({:.0} events/s), saved at {} -> {}",
-                out.events,
-                out.transactions,
-                out.files,
-                out.seconds,
-                out.events as f64 / out.seconds.max(0.001),
-                out.position,
-                out.dir
-            );
+            print_tail(&out);
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore {
@@ -343,6 +358,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             replace,
             no_binlog,
             identity,
+            until,
         } => {
             let plan = Plan::load(&manifest)?;
             let identities = Identities::load(&identity)?;
@@ -357,6 +373,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 no_binlog,
                 progress: mode,
                 identities,
+                until,
             };
             let out = restore::run(&plan, &opts, cancel).await?;
             let rate = out.rows_this_run as f64 / out.seconds.max(0.001);
@@ -369,6 +386,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 rate,
                 if out.resumed { ", resumed" } else { "" }
             );
+            if let Some(r) = &out.replay {
+                println!(
+                    "changelog applied: {} events in {} transactions, tables now at {}",
+                    r.events, r.transactions, r.reached
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
@@ -506,6 +529,33 @@ fn spawn_signal_handler(cancel: CancellationToken) {
         tracing::warn!("Stopping: discarding work in flight; the run stays resumable.");
         cancel.cancel();
     });
+}
+
+fn print_tail(out: &crate::tail::TailOutcome) {
+    let why = match out.stop {
+        crate::tail::Stop::Signal => "stopped by signal",
+        crate::tail::Stop::Until => "reached --until",
+        crate::tail::Stop::MaxEvents => "reached --max-events",
+        crate::tail::Stop::Duration => "reached --duration",
+    };
+    tracing::info!(
+        events = out.events,
+        transactions = out.transactions,
+        files = out.files,
+        position = %out.position,
+        seconds = format!("{:.2}", out.seconds),
+        "Tail stopped."
+    );
+    println!(
+        "tail {why}: {} events in {} transactions, {} files in {:.2}s ({:.0} events/s), saved at {} -> {}",
+        out.events,
+        out.transactions,
+        out.files,
+        out.seconds,
+        out.events as f64 / out.seconds.max(0.001),
+        out.position,
+        out.dir
+    );
 }
 
 fn duration_parser(s: &str) -> Result<std::time::Duration, String> {

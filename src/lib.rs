@@ -12,6 +12,7 @@ pub mod format;
 pub mod layout;
 pub mod manifest;
 pub mod progress;
+pub mod replay;
 pub mod restore;
 pub mod schema;
 pub mod sink;

@@ -56,6 +56,8 @@ pub struct RestoreOptions {
     pub progress: progress::Mode,
     /// age identities for encrypted backups.
     pub identities: Identities,
+    /// Then apply the backup's changelog up to this position (GTID or `file:pos`).
+    pub until: Option<String>,
 }
 
 /// What a restore reports.
@@ -69,6 +71,8 @@ pub struct RestoreOutcome {
     pub rows_this_run: u64,
     /// Seconds.
     pub seconds: f64,
+    /// The changelog phase, with `--until`.
+    pub replay: Option<crate::replay::ReplayOutcome>,
     /// Resumed an unfinished restore.
     pub resumed: bool,
 }
@@ -425,7 +429,44 @@ pub async fn run(
     progress.finish();
     outcome?;
     shared.state.finish_restore(&restore_id)?;
+    let replay = match &opts.until {
+        Some(until) => {
+            let mut conn = target.connect().await?;
+            session_setup(&mut conn, opts.no_binlog).await?;
+            let mapping = crate::replay::Mapping {
+                tables: shared
+                    .tables
+                    .iter()
+                    .map(|t| {
+                        (
+                            (t.meta.schema.clone(), t.meta.table.clone()),
+                            t.database.clone(),
+                        )
+                    })
+                    .collect(),
+            };
+            let r = crate::replay::apply(
+                &shared.sink,
+                &shared.dir,
+                &meta,
+                &opts.identities,
+                &mut conn,
+                &mapping,
+                until,
+            )
+            .await?;
+            tracing::info!(
+                events = r.events,
+                transactions = r.transactions,
+                reached = %r.reached,
+                "Changelog applied."
+            );
+            Some(r)
+        }
+        None => None,
+    };
     Ok(RestoreOutcome {
+        replay,
         backup_id,
         tables: shared.tables.len(),
         rows_this_run: progress.totals().0,

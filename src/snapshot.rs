@@ -103,6 +103,9 @@ pub struct BackupOutcome {
     pub consistent: bool,
     /// Where the files are.
     pub location: String,
+    /// Where a change stream continuing this backup starts (the snapshot point, or the
+    /// earliest chunk point when the backup is not consistent at one point).
+    pub follow_from: Option<source::BinlogPos>,
 }
 
 /// How one table is read, as stored in the state table.
@@ -599,6 +602,11 @@ pub async fn run(
         lock_held_ms: point.lock_held_ms,
         consistent: metadata.snapshot.consistent,
         location: format!("{}/{dir}", sink.display),
+        follow_from: metadata
+            .snapshot
+            .position
+            .clone()
+            .or_else(|| metadata.snapshot.changelog_from.clone()),
     })
 }
 

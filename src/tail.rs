@@ -78,6 +78,14 @@ pub struct StreamTarget {
 }
 
 impl StreamTarget {
+    /// The stream of `backup --follow`: `<name>/<backup-id>/changelog/`.
+    pub fn follow(name: &str, backup_id: &str) -> StreamTarget {
+        StreamTarget {
+            stream: format!("follow/{backup_id}"),
+            dir: format!("{}/changelog", crate::layout::backup_dir(name, backup_id)),
+        }
+    }
+
     /// The realtime stream of `tail`: `<name>/changelog/`.
     pub fn tail(name: &str) -> StreamTarget {
         StreamTarget {
@@ -451,6 +459,7 @@ pub async fn follow(
                     });
                     if rotate {
                         finish_file(
+                            &sink,
                             &mut file,
                             &mut buf,
                             &state,
@@ -476,6 +485,7 @@ pub async fn follow(
                     if idle_rotate {
                         let pos = reader.position();
                         finish_file(
+                            &sink,
                             &mut file,
                             &mut buf,
                             &state,
@@ -517,6 +527,7 @@ pub async fn follow(
     let pos = reader.position();
     if file.is_some() {
         finish_file(
+            &sink,
             &mut file,
             &mut buf,
             &state,
@@ -528,7 +539,9 @@ pub async fn follow(
         .await?;
         files += 1;
     } else if pos != saved_pos {
-        save(&state, target, &pos, next_seqno, next_file)?;
+        let p = stream_position(&pos, next_seqno, next_file);
+        write_covered(&sink, target, &p).await?;
+        state.save_stream_position(&target.stream, &p)?;
     }
     drop(reader);
     Ok(TailOutcome {
@@ -549,6 +562,17 @@ fn gtid_server(gtid: &str) -> u32 {
         .unwrap_or(0)
 }
 
+fn stream_position(pos: &BinlogPos, next_seqno: u64, next_file: u64) -> StreamPosition {
+    StreamPosition {
+        kind: "binlog".into(),
+        file: pos.file.clone(),
+        pos: pos.pos,
+        gtid: pos.gtid.clone(),
+        next_seqno,
+        next_file,
+    }
+}
+
 fn save(
     state: &SqliteState,
     target: &StreamTarget,
@@ -556,20 +580,24 @@ fn save(
     next_seqno: u64,
     next_file: u64,
 ) -> Result<()> {
-    state.save_stream_position(
-        &target.stream,
-        &StreamPosition {
-            kind: "binlog".into(),
-            file: pos.file.clone(),
-            pos: pos.pos,
-            gtid: pos.gtid.clone(),
-            next_seqno,
-            next_file,
-        },
-    )
+    state.save_stream_position(&target.stream, &stream_position(pos, next_seqno, next_file))
 }
 
+/// `changelog/position.json`: how far the files of the directory cover the binlog (so a
+/// point-in-time restore knows a position with no events after the last one is covered).
+async fn write_covered(sink: &Sink, target: &StreamTarget, p: &StreamPosition) -> Result<()> {
+    let mut text = serde_json::to_vec_pretty(p)?;
+    text.push(b'\n');
+    sink.put(&format!("{}/{COVERED_FILE}", target.dir), text)
+        .await
+}
+
+/// The file holding the position a changelog directory covers.
+pub const COVERED_FILE: &str = "position.json";
+
+#[allow(clippy::too_many_arguments)]
 async fn finish_file(
+    sink: &Sink,
     file: &mut Option<(ChangeFile, Instant)>,
     buf: &mut Vec<u8>,
     state: &SqliteState,
@@ -585,7 +613,9 @@ async fn finish_file(
     let path = f.path.clone();
     let (bytes, _sha) = f.commit().await?;
     *next_file += 1;
-    save(state, target, pos, next_seqno, *next_file)?;
+    let p = stream_position(pos, next_seqno, *next_file);
+    write_covered(sink, target, &p).await?;
+    state.save_stream_position(&target.stream, &p)?;
     tracing::debug!(file = %path, bytes, position = %pos, "Changelog file complete.");
     Ok(())
 }

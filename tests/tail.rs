@@ -40,11 +40,24 @@ fn changelog(case: &Case) -> Vec<J> {
         "temporary files left: {:?}",
         temporaries(&dir)
     );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    changelog_files(&dir)
+        .iter()
+        .flat_map(|f| read_chunk(f))
+        .collect()
+}
+
+/// The numbered changelog files of `dir`, in order (not `position.json`).
+fn changelog_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
+    files.retain(|f| {
+        f.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.as_bytes()[0].is_ascii_digit())
+    });
     files.sort();
-    files.iter().flat_map(|f| read_chunk(f)).collect()
+    files
 }
 
 /// Checks seqnos are 1, 2, 3, … with no gap or repeat.
@@ -453,11 +466,7 @@ fn sql_changelog_replays_with_the_client() {
     let copy = Case::new("tail_sql_copy");
     copy.sql("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(20), d DATETIME(3) NULL)");
     let dir = case.out().join("changelog");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("changelog dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
+    let files = changelog_files(&dir);
     assert!(!files.is_empty());
     for f in files {
         let sql = std::fs::read_to_string(&f).expect("sql file");
@@ -472,4 +481,107 @@ fn sql_changelog_replays_with_the_client() {
             .map(str::to_string)
     };
     assert_eq!(checksum(&case.name), checksum(&copy.name));
+}
+
+/// `CHECKSUM TABLE` of `db`.`table`.
+fn checksum(db: &str, table: &str) -> String {
+    server()
+        .sql(&format!("CHECKSUM TABLE `{db}`.`{table}`"))
+        .split('\t')
+        .nth(1)
+        .expect("checksum")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn backup_follow_then_restore_until_gives_the_source_at_that_position() {
+    let case = Case::new("tail_pitr");
+    case.sql(
+        "CREATE TABLE a (id INT PRIMARY KEY, s VARCHAR(40), n DECIMAL(10,2) NULL); \
+         CREATE TABLE b (k1 VARCHAR(10), k2 INT, v TEXT, PRIMARY KEY (k1, k2)); \
+         INSERT INTO a SELECT seq, CONCAT('row ', seq), seq / 7 FROM seq_1_to_500; \
+         INSERT INTO b SELECT CONCAT('k', seq % 5), seq, REPEAT('x', seq % 30) FROM seq_1_to_300",
+    );
+    let m = case.manifest(&format!(
+        "[snapshot]\nchunk_rows = 100\n\n[tail]\nrotate_bytes = \"4KiB\"\n\n\
+         [[tables]]\nschema = \"{0}\"\ntable = \"a\"\n\n[[tables]]\nschema = \"{0}\"\ntable = \"b\"\n",
+        case.name
+    ));
+    let child = bin()
+        .args([
+            "backup",
+            "-m",
+            m.to_str().expect("path"),
+            "--no-progress",
+            "--follow",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn backup --follow");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while case.complete_backups().is_empty()
+        || !server().sql("SHOW SLAVE HOSTS").contains("storagetapper")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backup --follow did not start streaming"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let backup = case.complete_backups().pop().expect("backup");
+    case.sql(
+        "UPDATE a SET s = CONCAT(s, ' changed') WHERE id % 3 = 0; DELETE FROM a WHERE id % 11 = 0; \
+         INSERT INTO a VALUES (1000, '😀 new', NULL); UPDATE b SET k2 = k2 + 1000 WHERE k2 % 7 = 0; \
+         DELETE FROM b WHERE k1 = 'k3'",
+    );
+    let p1 = position();
+    let gtid1 = server().sql("SELECT @@gtid_binlog_pos").trim().to_string();
+    let (a1, b1) = (checksum(&case.name, "a"), checksum(&case.name, "b"));
+    case.sql(
+        "ALTER TABLE a ADD COLUMN extra INT NOT NULL DEFAULT 5; \
+         UPDATE a SET extra = id WHERE id < 100; INSERT INTO a VALUES (1001, 'after alter', 1.5, 7); \
+         START TRANSACTION; DELETE FROM b WHERE k2 > 1000; INSERT INTO b VALUES ('z', 1, 'in trx'); COMMIT",
+    );
+    let p2 = position();
+    let (a2, b2) = (checksum(&case.name, "a"), checksum(&case.name, "b"));
+    // Let the stream catch up, then stop it the way an operator does.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "backup --follow did not stop cleanly:\n{}",
+        text(&out)
+    );
+    assert!(backup.join("changelog").is_dir());
+
+    for (db, until, a, b) in [
+        ("tail_pitr_p1", p1.as_str(), &a1, &b1),
+        ("tail_pitr_g1", gtid1.as_str(), &a1, &b1),
+        ("tail_pitr_p2", p2.as_str(), &a2, &b2),
+    ] {
+        server().sql(&format!(
+            "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}"
+        ));
+        let o = run(&[
+            "restore",
+            "-m",
+            m.to_str().expect("path"),
+            "--target",
+            &format!("mysql://root@127.0.0.1:{}/{db}", server().port),
+            "--until",
+            until,
+            "--no-progress",
+        ]);
+        assert!(o.status.success(), "restore --until {until}:\n{}", text(&o));
+        assert!(text(&o).contains("changelog applied"), "{}", text(&o));
+        assert_eq!(&checksum(db, "a"), a, "table a at {until}");
+        assert_eq!(&checksum(db, "b"), b, "table b at {until}");
+    }
 }

@@ -116,7 +116,11 @@ impl MsgpackDecoder {
     }
 }
 
-fn to_value(c: &ColumnInfo, v: Mp) -> Result<Value> {
+/// A msgpack value of column `c` in canonical form.
+///
+/// # Errors
+/// When the value does not fit the column.
+pub fn to_value(c: &ColumnInfo, v: Mp) -> Result<Value> {
     let text = |v: Mp| -> Result<String> {
         match v {
             Mp::String(s) => s.into_str().ok_or_else(|| anyhow!("str is not UTF-8")),
