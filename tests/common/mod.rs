@@ -42,8 +42,38 @@ pub fn server() -> &'static Server {
 }
 
 fn start_server() -> Server {
+    start_server_with(1)
+}
+
+static REPLICA: OnceLock<Server> = OnceLock::new();
+
+/// A second server of this test binary: a GTID replica of [`server`] (its own binlog, server
+/// id 2), replicating everything the primary has written.
+pub fn replica() -> &'static Server {
+    REPLICA.get_or_init(|| {
+        let primary = server();
+        let r = start_server_with(2);
+        r.sql(&format!(
+            "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, MASTER_USER = 'root', \
+             MASTER_USE_GTID = slave_pos; START SLAVE",
+            primary.port
+        ));
+        r
+    })
+}
+
+impl Server {
+    /// Waits until this replica has applied everything the primary has written so far.
+    pub fn catch_up(&self) {
+        let target = server().sql("SELECT @@gtid_binlog_pos").trim().to_string();
+        let out = self.sql(&format!("SELECT MASTER_GTID_WAIT('{target}', 60)"));
+        assert_eq!(out.trim(), "0", "replica did not reach {target}");
+    }
+}
+
+fn start_server_with(server_id: u32) -> Server {
     let dir = std::env::temp_dir().join(format!(
-        "storagetapper-test-{}-{}",
+        "storagetapper-test-{}-{}-{server_id}",
         std::process::id(),
         Instant::now().elapsed().as_nanos()
     ));
@@ -79,7 +109,8 @@ fn start_server() -> Server {
         "--binlog-format=ROW".into(),
         "--binlog-row-image=FULL".into(),
         "--binlog-row-metadata=FULL".into(),
-        "--server-id=1".into(),
+        format!("--server-id={server_id}"),
+        "--log-slave-updates".into(),
         "--innodb-buffer-pool-size=128M".into(),
         "--innodb-flush-log-at-trx-commit=2".into(),
         "--sync-binlog=0".into(),
