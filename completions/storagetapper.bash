@@ -43,6 +43,9 @@ _storagetapper() {
             storagetapper,status)
                 cmd="storagetapper__subcmd__status"
                 ;;
+            storagetapper,tail)
+                cmd="storagetapper__subcmd__tail"
+                ;;
             storagetapper,verify)
                 cmd="storagetapper__subcmd__verify"
                 ;;
@@ -73,6 +76,9 @@ _storagetapper() {
             storagetapper__subcmd__help,status)
                 cmd="storagetapper__subcmd__help__subcmd__status"
                 ;;
+            storagetapper__subcmd__help,tail)
+                cmd="storagetapper__subcmd__help__subcmd__tail"
+                ;;
             storagetapper__subcmd__help,verify)
                 cmd="storagetapper__subcmd__help__subcmd__verify"
                 ;;
@@ -83,7 +89,7 @@ _storagetapper() {
 
     case "${cmd}" in
         storagetapper)
-            opts="-v -q -h -V --log-format --verbose --quiet --no-progress --help --version backup restore verify keygen plan status list completions man help"
+            opts="-v -q -h -V --log-format --verbose --quiet --no-progress --help --version backup tail restore verify keygen plan status list completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,7 +107,7 @@ _storagetapper() {
             return 0
             ;;
         storagetapper__subcmd__backup)
-            opts="-m -t -v -q -h -V --manifest --threads --fresh --log-format --verbose --quiet --no-progress --help --version"
+            opts="-m -t -v -q -h -V --manifest --threads --fresh --follow --until --max-events --duration --log-format --verbose --quiet --no-progress --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -120,6 +126,18 @@ _storagetapper() {
                     return 0
                     ;;
                 -t)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-events)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --duration)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -153,7 +171,7 @@ _storagetapper() {
             return 0
             ;;
         storagetapper__subcmd__help)
-            opts="backup restore verify keygen plan status list completions man help"
+            opts="backup tail restore verify keygen plan status list completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -292,6 +310,20 @@ _storagetapper() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        storagetapper__subcmd__help__subcmd__tail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         storagetapper__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -403,7 +435,7 @@ _storagetapper() {
             return 0
             ;;
         storagetapper__subcmd__restore)
-            opts="-m -b -t -i -v -q -h -V --manifest --backup --target --table --threads --replace --no-binlog --identity --log-format --verbose --quiet --no-progress --help --version"
+            opts="-m -b -t -i -v -q -h -V --manifest --backup --target --table --threads --replace --no-binlog --identity --until --log-format --verbose --quiet --no-progress --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -449,6 +481,10 @@ _storagetapper() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -472,6 +508,48 @@ _storagetapper() {
                     return 0
                     ;;
                 -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        storagetapper__subcmd__tail)
+            opts="-m -v -q -h -V --manifest --from --until --max-events --duration --log-format --verbose --quiet --no-progress --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --manifest)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-events)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --duration)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

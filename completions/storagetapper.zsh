@@ -41,9 +41,34 @@ _arguments "${_arguments_options[@]}" : \
 '--manifest=[The manifest (TOML)]:FILE:_files' \
 '-t+[Worker connections (default\: \[snapshot\] threads)]:N:_default' \
 '--threads=[Worker connections (default\: \[snapshot\] threads)]:N:_default' \
+'--until=[With --follow\: stop at the first transaction boundary at or after this position]:POS:_default' \
+'--max-events=[With --follow\: stop after this many change events]:N:_default' \
+'--duration=[With --follow\: stop after this long (\`30s\`, \`5m\`, \`1h\`)]:DURATION:_default' \
 '--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
 json\:"One JSON object per line"))' \
 '--fresh[Abandon an unfinished backup of this manifest and start a new one]' \
+'--follow[After the snapshot, stream changes from the snapshot'\''s position into the backup'\''s \`changelog/\` (like \`tail\`), so snapshot + changelog give the source at any later position]' \
+'*-v[More log output (-v debug, -vv trace)]' \
+'*--verbose[More log output (-v debug, -vv trace)]' \
+'*-q[Less log output (-q warnings only, -qq errors only)]' \
+'*--quiet[Less log output (-q warnings only, -qq errors only)]' \
+'--no-progress[No progress bars or progress log lines]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(tail)
+_arguments "${_arguments_options[@]}" : \
+'-m+[The manifest (TOML)]:FILE:_files' \
+'--manifest=[The manifest (TOML)]:FILE:_files' \
+'--from=[Where to start\: \`saved\` (the position saved by the last run, else \`now\`), \`now\`, a MariaDB GTID state (\`0-1-977\`) or \`<file>\:<pos>\`]:POS:_default' \
+'--until=[Stop at the first transaction boundary at or after this position (GTID state, \`<file>\:<pos>\` or \`now\` = the server'\''s position at start)]:POS:_default' \
+'--max-events=[Stop at the first transaction boundary after this many change events]:N:_default' \
+'--duration=[Stop at the first transaction boundary after this long (\`30s\`, \`5m\`, \`1h\`)]:DURATION:_default' \
+'--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
+json\:"One JSON object per line"))' \
 '*-v[More log output (-v debug, -vv trace)]' \
 '*--verbose[More log output (-v debug, -vv trace)]' \
 '*-q[Less log output (-q warnings only, -qq errors only)]' \
@@ -67,6 +92,7 @@ _arguments "${_arguments_options[@]}" : \
 '--threads=[Parallel connections (default\: \[snapshot\] threads)]:N:_default' \
 '*-i+[age identity file for an encrypted backup (repeatable; default\: the files in STORAGETAPPER_IDENTITY, \`\:\`-separated)]:FILE:_files' \
 '*--identity=[age identity file for an encrypted backup (repeatable; default\: the files in STORAGETAPPER_IDENTITY, \`\:\`-separated)]:FILE:_files' \
+'--until=[After loading the snapshot, apply the backup'\''s changelog (from \`backup --follow\`) up to this position\: a MariaDB GTID state or \`<file>\:<pos>\` (point-in-time restore)]:POS:_default' \
 '--log-format=[Log format on stderr]:LOG_FORMAT:((text\:"Human-readable lines"
 json\:"One JSON object per line"))' \
 '--replace[Drop and recreate target tables that are not empty]' \
@@ -222,6 +248,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(tail)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (restore)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -271,11 +301,12 @@ esac
 _storagetapper_commands() {
     local commands; commands=(
 'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest)' \
+'tail:Stream the manifest'\''s tables'\'' row changes from the binlog into changelog files (realtime only, no snapshot). Resumes from the saved position; SIGTERM/Ctrl-C stops at the next transaction boundary, saves and exits 0' \
 'restore:Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same backup into the same target). The target'\''s password comes from STORAGETAPPER_TARGET_PASSWORD' \
 'verify:Check that a backup is whole\: every file exists, matches its sha256, decrypts, decompresses and decodes with the right row count. Exit 1 names each bad file' \
 'keygen:Make a new age X25519 identity (key file, mode 0600) and print its recipient' \
 'plan:Dry run\: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing' \
-'status:What the state table holds\: backups and chunk progress' \
+'status:What the state table holds\: backups, chunk progress and change-stream positions' \
 'list:Complete backups present at the destination' \
 'completions:Print a shell completion script' \
 'man:Print the man page (roff)' \
@@ -297,11 +328,12 @@ _storagetapper__subcmd__completions_commands() {
 _storagetapper__subcmd__help_commands() {
     local commands; commands=(
 'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest)' \
+'tail:Stream the manifest'\''s tables'\'' row changes from the binlog into changelog files (realtime only, no snapshot). Resumes from the saved position; SIGTERM/Ctrl-C stops at the next transaction boundary, saves and exits 0' \
 'restore:Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same backup into the same target). The target'\''s password comes from STORAGETAPPER_TARGET_PASSWORD' \
 'verify:Check that a backup is whole\: every file exists, matches its sha256, decrypts, decompresses and decodes with the right row count. Exit 1 names each bad file' \
 'keygen:Make a new age X25519 identity (key file, mode 0600) and print its recipient' \
 'plan:Dry run\: resolved tables, columns, chunk keys, estimated rows and bytes, the exact SELECTs and source checks; writes nothing' \
-'status:What the state table holds\: backups and chunk progress' \
+'status:What the state table holds\: backups, chunk progress and change-stream positions' \
 'list:Complete backups present at the destination' \
 'completions:Print a shell completion script' \
 'man:Print the man page (roff)' \
@@ -354,6 +386,11 @@ _storagetapper__subcmd__help__subcmd__status_commands() {
     local commands; commands=()
     _describe -t commands 'storagetapper help status commands' commands "$@"
 }
+(( $+functions[_storagetapper__subcmd__help__subcmd__tail_commands] )) ||
+_storagetapper__subcmd__help__subcmd__tail_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper help tail commands' commands "$@"
+}
 (( $+functions[_storagetapper__subcmd__help__subcmd__verify_commands] )) ||
 _storagetapper__subcmd__help__subcmd__verify_commands() {
     local commands; commands=()
@@ -388,6 +425,11 @@ _storagetapper__subcmd__restore_commands() {
 _storagetapper__subcmd__status_commands() {
     local commands; commands=()
     _describe -t commands 'storagetapper status commands' commands "$@"
+}
+(( $+functions[_storagetapper__subcmd__tail_commands] )) ||
+_storagetapper__subcmd__tail_commands() {
+    local commands; commands=()
+    _describe -t commands 'storagetapper tail commands' commands "$@"
 }
 (( $+functions[_storagetapper__subcmd__verify_commands] )) ||
 _storagetapper__subcmd__verify_commands() {

@@ -178,7 +178,7 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         manifest: PathBuf,
     },
-    /// What the state table holds: backups and chunk progress.
+    /// What the state table holds: backups, chunk progress and change-stream positions.
     Status {
         /// The manifest (TOML).
         #[arg(short, long, value_name = "FILE")]
@@ -717,6 +717,17 @@ fn status(plan: &Plan, json: bool) -> Result<()> {
             "rows": rows, "bytes": bytes, "position": b.position, "tables": tables,
         }));
     }
+    let streams: Vec<serde_json::Value> = state
+        .streams()?
+        .into_iter()
+        .map(|(name, p, updated)| {
+            serde_json::json!({
+                "stream": name, "position": {"type": p.kind, "file": p.file, "pos": p.pos,
+                "gtid": p.gtid}, "next_seqno": p.next_seqno, "files": p.next_file,
+                "updated_at": updated,
+            })
+        })
+        .collect();
     if json {
         println!(
             "{}",
@@ -724,6 +735,7 @@ fn status(plan: &Plan, json: bool) -> Result<()> {
                 "name": plan.manifest.name,
                 "state": state.path(),
                 "backups": items,
+                "streams": streams,
             }))?
         );
         return Ok(());
@@ -757,6 +769,21 @@ fn status(plan: &Plan, json: bool) -> Result<()> {
                 );
             }
         }
+    }
+    for st in &streams {
+        println!(
+            "stream {}  at {}:{}{}  events {}  files {}  saved {}",
+            st["stream"].as_str().unwrap_or(""),
+            st["position"]["file"].as_str().unwrap_or(""),
+            st["position"]["pos"],
+            st["position"]["gtid"]
+                .as_str()
+                .map(|g| format!(" gtid {g}"))
+                .unwrap_or_default(),
+            st["next_seqno"].as_u64().unwrap_or(1).saturating_sub(1),
+            st["files"],
+            st["updated_at"].as_str().unwrap_or("")
+        );
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ pub struct Manifest {
     /// Snapshot settings.
     #[serde(default)]
     pub snapshot: SnapshotConfig,
-    /// Change-stream settings (used by `tail` and `backup --follow`, not yet implemented).
+    /// Change-stream settings (`tail` and `backup --follow`).
     #[serde(default)]
     pub tail: TailConfig,
     /// The tables to back up; globs allowed.
@@ -193,7 +193,7 @@ pub struct ThrottleConfig {
     pub bytes_per_sec: ByteSize,
 }
 
-/// `[tail]`: parsed and checked now, used by the change stream.
+/// `[tail]`: the change stream.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TailConfig {

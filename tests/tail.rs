@@ -372,6 +372,11 @@ fn killed_and_restarted_tail_loses_and_repeats_nothing() {
             "seed {seed}: table b"
         );
         assert!(events.iter().all(|e| e["source"]["table"] != "ignored"));
+        // `status` shows the saved stream position.
+        let st = run(&["status", "-m", m.to_str().expect("path"), "--json"]);
+        let st: J = serde_json::from_slice(&st.stdout).expect("status JSON");
+        assert_eq!(st["streams"][0]["stream"], "tail");
+        assert_eq!(st["streams"][0]["next_seqno"], events.len() as u64 + 1);
         // Every transaction's rows share one GTID, and GTIDs only grow.
         let mut last = 0u64;
         for e in &events {
