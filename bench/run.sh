@@ -13,6 +13,8 @@
 #      fresh output directory (storagetapper's state file removed too: always a full backup)
 #   5. medians per tool → bench/results.md (also printed)
 #
+#   (also: a binlog of ROWS row changes, decoded by \`storagetapper tail\` and \`mariadb-binlog -R -vv\`)
+#
 # Environment: ROWS (default 1000000), REPS (default 3), BENCH_TABLE (wide or narrow; default
 # wide), BENCH_PORT (default: the first free port from 34306), BUILD=0 to skip `cargo build`,
 # KEEP=1 to keep the server's data directory and the backups in target/bench (≈ 2 GB at 1M rows).
@@ -140,10 +142,25 @@ SQL
     sql -N -B --quick -e "SELECT * FROM bench.$TABLE" >/dev/null
 }
 
+# A binlog of ROWS row changes for the tail comparison: the rows of bench.$TABLE inserted
+# again into bench.changes, 10000 rows per transaction, between TAIL_FROM and TAIL_TO.
+write_binlog() {
+    local i
+    sql -e "CREATE TABLE bench.changes LIKE bench.$TABLE; FLUSH BINARY LOGS"
+    TAIL_FROM=$(sql -N -B -e "SHOW MASTER STATUS" | awk '{ print $1 ":" $2 }')
+    for ((i = 0; i < ROWS; i += 10000)); do
+        echo "INSERT INTO bench.changes SELECT * FROM bench.$TABLE WHERE id > $i AND id <= $((i + 10000));"
+    done | sql
+    TAIL_TO=$(sql -N -B -e "SHOW MASTER STATUS" | awk '{ print $1 ":" $2 }')
+    BINLOG_BYTES=$(sql -N -B -e "SHOW BINARY LOGS" |
+        awk -v f="${TAIL_FROM%%:*}" -v p="${TAIL_FROM##*:}" -v t="${TAIL_TO%%:*}" -v e="${TAIL_TO##*:}" '
+            $1 >= f && $1 <= t { b += ($1 == t ? e : $2) - ($1 == f ? p : 0) } END { print b }')
+}
+
 # write_manifest ID FORMAT COMPRESSION [RECIPIENT]: $BENCH/ID.toml backing up bench.$TABLE to
 # $OUT/ID with its own state file $BENCH/ID.db (paths relative to the manifest's directory).
 write_manifest() {
-    local id=$1 format=$2 compression=$3 recipient=${4:-}
+    local id=$1 format=$2 compression=$3 recipient=${4:-} table=${5:-$TABLE}
     {
         echo "name = \"$id\""
         echo "[source]"
@@ -160,7 +177,7 @@ write_manifest() {
         echo "chunk_rows = $CHUNK_ROWS"
         echo "[[tables]]"
         echo "schema = \"bench\""
-        echo "table = \"$TABLE\""
+        echo "table = \"$table\""
     } >"$BENCH/$id.toml"
 }
 
@@ -174,6 +191,7 @@ write_manifests() {
     write_manifest st-avro avro zstd
     write_manifest st-parquet parquet zstd
     write_manifest st-json-age json zstd "$recipient"
+    write_manifest st-tail json zstd "" changes
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +226,13 @@ define_tools() {
         "$st restore -m $BENCH/st-sql.toml --target mysql://root@127.0.0.1:$PORT/bench_st --threads $THREADS --replace --no-binlog"
     tool myloader restore "myloader -t 2 -o (mydumper raw)" \
         "myloader $tcp -t $THREADS -o -d $OUT/mydumper -B bench_ml"
+    # Decoding the pre-written binlog of ROWS row changes (bench.changes).
+    local to_last=
+    [ "${TAIL_FROM%%:*}" = "${TAIL_TO%%:*}" ] || to_last=--to-last-log
+    tool mariadb-binlog tail "mariadb-binlog -R -vv" \
+        "mariadb-binlog --no-defaults -R $tcp -vv --start-position=${TAIL_FROM##*:} --stop-position=${TAIL_TO##*:} $to_last ${TAIL_FROM%%:*} > /dev/null"
+    tool st-tail tail "storagetapper tail (json+zstd)" \
+        "$st tail -m $BENCH/st-tail.toml --from $TAIL_FROM --until $TAIL_TO"
 }
 
 # The database a restore tool loads into.
@@ -217,7 +242,7 @@ restore_db() { case $1 in myloader) echo bench_ml ;; *) echo bench_st ;; esac; }
 prepare() {
     local id=$1
     case ${KIND[$id]} in
-    backup)
+    backup | tail)
         rm -rf "${OUT:?}/$id" "$BENCH/$id.db" "$BENCH/$id.db-wal" "$BENCH/$id.db-shm" "$BENCH/$id.db-journal"
         mkdir -p "$OUT/$id"
         ;;
@@ -243,6 +268,10 @@ check_run() {
         [ "$n" -ge 1 ] || die "$id: no data files in $OUT/$id"
         ;;
     esac
+    if [ "$id" = st-tail ]; then
+        grep -q "reached --until: $ROWS events" "$LOGS/$id.$2.log" ||
+            die "$id: expected $ROWS change events (log: $LOGS/$id.$2.log)"
+    fi
     if [ "${KIND[$id]}" = restore ]; then
         n=$(sql -N -B -e "SELECT COUNT(*) FROM $(restore_db "$id").$TABLE")
         [ "$n" -eq "$ROWS" ] || die "$id: restored $n rows, expected $ROWS"
@@ -264,8 +293,8 @@ measure() {
     fi
     c1=$(server_cpu_ticks)
     read -r wall user sys rss < <(tail -n 1 "$tfile")
-    check_run "$id"
-    [ "${KIND[$id]}" != backup ] || bytes=$(du -sb "$OUT/$id" | cut -f 1)
+    check_run "$id" "$rep"
+    case $id in st-* | mydumper* | mariadb-dump*) bytes=$(du -sb "$OUT/$id" | cut -f 1) ;; esac
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$id" "$wall" "$user" "$sys" "$rss" \
         "$(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')" "$bytes" >>"$RUNS"
     printf '     %-42s %6.2f s\n' "${LABEL[$id]//\\/}" "$wall"
@@ -293,7 +322,7 @@ summary_table() {
         rss=$(median "$id" '$6')
         srv=$(median "$id" '$7')
         bytes=-
-        [ "${KIND[$id]}" != backup ] || bytes=$(median "$id" '$8')
+        case ${KIND[$id]} in backup | tail) [ "$id" = mariadb-binlog ] || bytes=$(median "$id" '$8') ;; esac
         LABEL_TEXT=${LABEL[$id]} awk -v w="$wall" -v cpu="$cpu" -v rss="$rss" -v srv="$srv" \
             -v bytes="$bytes" -v rows="$ROWS" -v dl="$DATA_LENGTH" -v bd="$base_dump" -v br="$base_read" '
             BEGIN {
@@ -350,6 +379,10 @@ write_results() {
         echo "  Restores: storagetapper restore ÷ myloader = $(awk -v a="$(median restore-st '$3')" -v b="$(median myloader '$3')" 'BEGIN { printf "%.2f", a / b }'),"
         echo "  with \`--no-binlog\` $(awk -v a="$(median restore-st-nobinlog '$3')" -v b="$(median myloader '$3')" 'BEGIN { printf "%.2f", a / b }')"
         echo "  (myloader leaves its load out of the binlog unless given \`-e\`)."
+        echo "- Tail: both decode the same pre-written binlog of $ROWS row changes (inserts into"
+        echo "  \`bench.changes\`, 10000 rows per transaction, $BINLOG_BYTES binlog bytes, $TAIL_FROM to $TAIL_TO);"
+        echo "  rows/s counts those row changes. storagetapper tail ÷ mariadb-binlog (wall) ="
+        echo "  $(awk -v a="$(median st-tail '$3')" -v b="$(median mariadb-binlog '$3')" 'BEGIN { printf "%.2f", a / b }')."
         echo "- Each backup goes to an empty directory (and storagetapper's state file is removed), so"
         echo "  every run is a full backup; restores load this repetition's backups into a freshly"
         echo "  created database (\`bench_st\`, \`bench_ml\`) and are checked by row count."
@@ -394,6 +427,8 @@ main() {
     start_server
     load_data
     echo "     bench.$TABLE: data_length $DATA_LENGTH bytes"
+    write_binlog
+    echo "     binlog of $ROWS row changes: $TAIL_FROM to $TAIL_TO ($BINLOG_BYTES bytes)"
     write_manifests
     define_tools
     : >"$RUNS"

@@ -18,6 +18,7 @@ use mysql_async::binlog::events::{
     Event, EventData, OptionalMetadataField, RowsEventData, TableMapEvent,
 };
 use mysql_async::binlog::value::BinlogValue;
+use mysql_common::io::ParseBuf;
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Value};
 use serde::{Deserialize, Serialize};
@@ -378,6 +379,10 @@ pub struct MapColumn {
     int_bits: u32,
     /// BINARY(n): the binlog drops trailing zero bytes, the column has n.
     pad_to: usize,
+    /// Binlog type, metadata and signedness: how its values are read from a row image.
+    ty: mysql_async::consts::ColumnType,
+    meta: Vec<u8>,
+    unsigned: bool,
 }
 
 /// A table as one table map event describes it.
@@ -658,6 +663,9 @@ impl TableMap {
                 inet4,
                 int_bits,
                 pad_to,
+                ty,
+                meta: meta.to_vec(),
+                unsigned: is_unsigned,
             });
         }
         Ok(TableMap {
@@ -666,6 +674,26 @@ impl TableMap {
             columns,
             key,
         })
+    }
+
+    /// Reads one full row image (null bitmap, then the non-null values) at `buf`.
+    fn image<'a>(&'a self, buf: &mut ParseBuf<'a>) -> Result<Vec<Value>> {
+        let n = self.columns.len();
+        let nulls = buf
+            .checked_eat(n.div_ceil(8))
+            .ok_or_else(|| anyhow!("row image cut off"))?;
+        let mut row = Vec::with_capacity(n);
+        for (i, c) in self.columns.iter().enumerate() {
+            if nulls[i / 8] & (1 << (i % 8)) != 0 {
+                row.push(Value::NULL);
+                continue;
+            }
+            let v: BinlogValue<'_> = buf
+                .parse((c.ty, c.meta.as_slice(), c.unsigned, false))
+                .map_err(|e| anyhow!("column {}: {e}", c.info.name))?;
+            row.push(self.value(i, v)?);
+        }
+        Ok(row)
     }
 
     /// Converts one decoded binlog value of column `i` to its canonical value.
@@ -1155,47 +1183,49 @@ impl BinlogReader {
         let Some(table) = entry.clone() else {
             return Ok(None);
         };
-        let tme = self
-            .stream
-            .get_tme(id)
-            .ok_or_else(|| anyhow!("table map {id} missing at {}:{log_pos}", self.file))?;
-        if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
+        let n = table.columns.len();
+        let ctx = || format!("a row of {} at {}:{log_pos}", table.name(), self.file);
+        if usize::try_from(rows.num_columns()).ok() != Some(n) {
             bail!(
-                "{}: partial update rows event at {}:{log_pos} (binlog_row_value_options must be \
-                 empty)",
-                table.name(),
-                self.file
+                "{}: rows event has {} columns, its table map {n}",
+                ctx(),
+                rows.num_columns()
             );
         }
-        let mut changes = Vec::new();
-        let n = table.columns.len();
-        let to_row = |r: mysql_async::binlog::row::BinlogRow| -> Result<Vec<Value>> {
-            if r.len() != n {
-                bail!(
-                    "{}: row image has {} of {n} columns: binlog_row_image must be FULL",
-                    table.name(),
-                    r.len()
-                );
+        let image_cols = |bits: Option<Vec<bool>>| -> Result<Option<Vec<bool>>> {
+            match bits {
+                Some(b) if b.iter().all(|x| *x) => Ok(Some(b)),
+                Some(_) => bail!(
+                    "{}: the row image lacks columns: binlog_row_image must be FULL",
+                    table.name()
+                ),
+                None => Ok(None),
             }
-            let vals = r.unwrap();
-            vals.into_iter()
-                .enumerate()
-                .map(|(i, v)| table.value(i, v))
-                .collect()
         };
-        for pair in rows.rows(tme) {
-            let (before, after) = pair.with_context(|| {
-                format!(
-                    "cannot decode a row of {} at {}:{log_pos}",
-                    table.name(),
-                    self.file
-                )
-            })?;
+        let before_cols = image_cols(
+            rows.columns_before_image()
+                .map(|b| b.iter().by_vals().collect()),
+        )?;
+        let after_cols = image_cols(
+            rows.columns_after_image()
+                .map(|b| b.iter().by_vals().collect()),
+        )?;
+        let mut buf = ParseBuf(rows.rows_data());
+        let mut changes = Vec::new();
+        while !buf.is_empty() {
+            let before = match before_cols {
+                Some(_) => Some(table.image(&mut buf).with_context(ctx)?),
+                None => None,
+            };
+            let after = match after_cols {
+                Some(_) => Some(table.image(&mut buf).with_context(ctx)?),
+                None => None,
+            };
             changes.push(match (before, after) {
-                (None, Some(a)) => Change::Insert(to_row(a)?),
-                (Some(b), Some(a)) => Change::Update(to_row(b)?, to_row(a)?),
-                (Some(b), None) => Change::Delete(to_row(b)?),
-                (None, None) => continue,
+                (None, Some(a)) => Change::Insert(a),
+                (Some(b), Some(a)) => Change::Update(b, a),
+                (Some(b), None) => Change::Delete(b),
+                (None, None) => break,
             });
         }
         Ok(Some(Item::Rows {

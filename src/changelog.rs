@@ -341,17 +341,19 @@ impl EventEncoder {
         op: Op,
         seqno: u64,
         src: &EventSource<'_>,
-        before: Option<&[Value]>,
-        after: Option<&[Value]>,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
     ) -> Result<()> {
         if self.format == Format::Sql {
-            return self.sql_event(out, t, op, seqno, src, before, after);
+            return self.sql_event(out, t, op, seqno, src, before.as_deref(), after.as_deref());
         }
-        let image = after
-            .or(before)
-            .ok_or_else(|| anyhow!("event without a row"))?;
+        let all = t.pick.len() == t.map.columns.len();
+        let pick = |row: Vec<Value>, pick: &[usize]| if all { row } else { project(&row, pick) };
         if let Some(flat) = t.flat.as_mut() {
-            let mut row = project(image, &t.pick);
+            let image = after
+                .or(before)
+                .ok_or_else(|| anyhow!("event without a row"))?;
+            let mut row = pick(image, &t.pick);
             row.push(Value::Bytes(op.code().as_bytes().to_vec()));
             row.push(Value::UInt(seqno));
             row.push(Value::UInt(src.ts_ms));
@@ -370,9 +372,15 @@ impl EventEncoder {
         }
         let envelope = self.envelope;
         let table = t.map.name();
-        let key = project(image, &t.key);
-        let before = before.map(|b| project(b, &t.pick));
-        let after = after.map(|a| project(a, &t.pick));
+        let key = project(
+            after
+                .as_deref()
+                .or(before.as_deref())
+                .ok_or_else(|| anyhow!("event without a row"))?,
+            &t.key,
+        );
+        let before = before.map(|b| pick(b, &t.pick));
+        let after = after.map(|a| pick(a, &t.pick));
         let tree = self.tree();
         tree.open(
             out,

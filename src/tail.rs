@@ -371,14 +371,12 @@ pub async fn follow(
                         encoder.start(&mut buf);
                         file = Some((f, Instant::now()));
                     }
-                    for (n, c) in changes.iter().enumerate() {
+                    for (n, c) in changes.into_iter().enumerate() {
                         src.row = n as u64;
                         let (op, before, after) = match c {
-                            Change::Insert(a) => (Op::Create, None, Some(a.as_slice())),
-                            Change::Update(b, a) => {
-                                (Op::Update, Some(b.as_slice()), Some(a.as_slice()))
-                            }
-                            Change::Delete(b) => (Op::Delete, Some(b.as_slice()), None),
+                            Change::Insert(a) => (Op::Create, None, Some(a)),
+                            Change::Update(b, a) => (Op::Update, Some(b), Some(a)),
+                            Change::Delete(b) => (Op::Delete, Some(b), None),
                         };
                         encoder.row_event(&mut buf, t, op, next_seqno, &src, before, after)?;
                         next_seqno += 1;
