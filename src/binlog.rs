@@ -18,9 +18,9 @@ use mysql_async::binlog::events::{
     Event, EventData, OptionalMetadataField, RowsEventData, TableMapEvent,
 };
 use mysql_async::binlog::value::BinlogValue;
-use mysql_common::io::ParseBuf;
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Value};
+use mysql_common::io::ParseBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::format::ColumnInfo;

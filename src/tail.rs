@@ -506,13 +506,18 @@ pub async fn follow(
             }
             if last_report.elapsed() >= Duration::from_secs(5) {
                 let secs = last_report.elapsed().as_secs_f64();
-                let lag = changelog::now_ms() / 1000;
-                let lag = lag.saturating_sub(u64::from(reader.last_ts));
+                let behind = lag_bytes(&mut conn, &reader.position()).await;
+                // Caught up: no lag, whatever the age of the last event.
+                let lag = if behind == 0 {
+                    0
+                } else {
+                    (changelog::now_ms() / 1000).saturating_sub(u64::from(reader.last_ts))
+                };
                 tracing::info!(
                     events,
                     events_per_sec = ((events - reported_events) as f64 / secs) as u64,
                     lag_seconds = lag,
-                    lag_bytes = lag_bytes(&mut conn, &reader.position()).await,
+                    lag_bytes = behind,
                     at = %reader.position(),
                     "Streaming."
                 );
