@@ -501,18 +501,30 @@ fn checksum(db: &str, table: &str) -> String {
 
 #[test]
 fn backup_follow_then_restore_until_gives_the_source_at_that_position() {
-    let case = Case::new("tail_pitr");
+    pitr("tail_pitr", "json", "debezium");
+}
+
+#[test]
+fn point_in_time_restore_from_a_msgpack_changelog() {
+    pitr("tail_pitr_mp", "msgpack", "storagetapper");
+}
+
+fn pitr(name: &str, format: &str, envelope: &str) {
+    let case = Case::new(name);
     case.sql(
         "CREATE TABLE a (id INT PRIMARY KEY, s VARCHAR(40), n DECIMAL(10,2) NULL); \
          CREATE TABLE b (k1 VARCHAR(10), k2 INT, v TEXT, PRIMARY KEY (k1, k2)); \
          INSERT INTO a SELECT seq, CONCAT('row ', seq), seq / 7 FROM seq_1_to_500; \
          INSERT INTO b SELECT CONCAT('k', seq % 5), seq, REPEAT('x', seq % 30) FROM seq_1_to_300",
     );
-    let m = case.manifest(&format!(
-        "[snapshot]\nchunk_rows = 100\n\n[tail]\nrotate_bytes = \"4KiB\"\n\n\
-         [[tables]]\nschema = \"{0}\"\ntable = \"a\"\n\n[[tables]]\nschema = \"{0}\"\ntable = \"b\"\n",
-        case.name
-    ));
+    let m = case.manifest_with_destination(
+        &format!("format = \"{format}\""),
+        &format!(
+            "[snapshot]\nchunk_rows = 100\n\n[tail]\nrotate_bytes = \"4KiB\"\nenvelope = \"{envelope}\"\n\n\
+             [[tables]]\nschema = \"{0}\"\ntable = \"a\"\n\n[[tables]]\nschema = \"{0}\"\ntable = \"b\"\n",
+            case.name
+        ),
+    );
     let child = bin()
         .args([
             "backup",
@@ -566,11 +578,13 @@ fn backup_follow_then_restore_until_gives_the_source_at_that_position() {
     );
     assert!(backup.join("changelog").is_dir());
 
-    for (db, until, a, b) in [
-        ("tail_pitr_p1", p1.as_str(), &a1, &b1),
-        ("tail_pitr_g1", gtid1.as_str(), &a1, &b1),
-        ("tail_pitr_p2", p2.as_str(), &a2, &b2),
+    for (suffix, until, a, b) in [
+        ("p1", p1.as_str(), &a1, &b1),
+        ("g1", gtid1.as_str(), &a1, &b1),
+        ("p2", p2.as_str(), &a2, &b2),
     ] {
+        let db = format!("{name}_{suffix}");
+        let db = db.as_str();
         server().sql(&format!(
             "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}"
         ));
@@ -589,4 +603,33 @@ fn backup_follow_then_restore_until_gives_the_source_at_that_position() {
         assert_eq!(&checksum(db, "a"), a, "table a at {until}");
         assert_eq!(&checksum(db, "b"), b, "table b at {until}");
     }
+}
+
+#[test]
+fn row_envelope_flattens_the_after_image() {
+    let case = Case::new("tail_row");
+    case.sql("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(10), secret VARCHAR(10))");
+    let start = position();
+    let m = case.manifest(&format!(
+        "[tail]\nenvelope = \"row\"\n\n[[tables]]\nschema = \"{}\"\ntable = \"t\"\n\
+         exclude_columns = [\"secret\"]\n",
+        case.name
+    ));
+    case.sql(
+        "INSERT INTO t VALUES (1, 'a', 'x'), (2, 'b', 'y'); UPDATE t SET s = 'c' WHERE id = 1; \
+         DELETE FROM t WHERE id = 2",
+    );
+    tail_ok(&m, &["--from", &start, "--until", "now"]);
+    let events = changelog(&case);
+    let ops: Vec<&str> = events.iter().map(|e| e["__op"].as_str().expect("__op")).collect();
+    assert_eq!(ops, ["c", "c", "u", "d"]);
+    assert_eq!(
+        events[2],
+        serde_json::json!({"id": 1, "s": "c", "__op": "u", "__seqno": 3,
+            "__ts_ms": events[2]["__ts_ms"], "__deleted": "false"})
+    );
+    assert_eq!(events[3]["id"], 2);
+    assert_eq!(events[3]["s"], "b", "a delete carries the before-image");
+    assert_eq!(events[3]["__deleted"], "true");
+    assert!(events.iter().all(|e| e.get("secret").is_none()), "exclude_columns applies");
 }
