@@ -254,12 +254,6 @@ pub async fn follow(
         seqno = next_seqno,
         "Streaming changes."
     );
-    if plan.rules.iter().any(|r| r.config.where_.is_some()) {
-        tracing::warn!(
-            "`where` filters are not applied to the change stream yet: every change of the \
-             matched tables is written"
-        );
-    }
     let mut reader = BinlogReader::open(&source, server_id, &from, table_filter(&plan.rules))
         .await
         .with_context(|| format!("stream {}", target.stream))?;
@@ -326,6 +320,17 @@ pub async fn follow(
                     ts,
                     pos,
                 } => {
+                    let changes = match rule_for(&plan.rules, &table.schema, &table.table)
+                        .and_then(|r| r.config.where_.as_deref())
+                    {
+                        Some(cond) => apply_where(&mut conn, &source, cond, &table, changes)
+                            .await
+                            .with_context(|| format!("`where` of {} on a change", table.name()))?,
+                        None => changes,
+                    };
+                    if changes.is_empty() {
+                        continue;
+                    }
                     let key = (table.schema.clone(), table.table.clone());
                     let stale = tables
                         .get(&key)
@@ -556,6 +561,98 @@ pub async fn follow(
         stop,
         dir: format!("{}/{}", sink.display, target.dir),
     })
+}
+
+/// Applies a table's `where` to row changes, evaluated by the source itself on the images (so
+/// the condition means exactly what it means in the snapshot's SELECT): an update whose row
+/// leaves the filter becomes a delete, one that enters it an insert.
+async fn apply_where(
+    conn: &mut mysql_async::Conn,
+    source: &Source,
+    cond: &str,
+    table: &binlog::TableMap,
+    changes: Vec<Change>,
+) -> Result<Vec<Change>> {
+    let mut images: Vec<&[mysql_async::Value]> = Vec::new();
+    for c in &changes {
+        match c {
+            Change::Insert(a) => images.push(a),
+            Change::Delete(b) => images.push(b),
+            Change::Update(b, a) => {
+                images.push(b);
+                images.push(a);
+            }
+        }
+    }
+    let mut verdicts = Vec::with_capacity(images.len());
+    let ncols = table.columns.len().max(1);
+    let per_query = (30_000 / (ncols + 1)).max(1);
+    for batch in images.chunks(per_query) {
+        let mut sql = String::from("SELECT (");
+        sql.push_str(cond);
+        sql.push_str(") IS TRUE FROM (");
+        let mut params = Vec::with_capacity(batch.len() * (ncols + 1));
+        for (i, row) in batch.iter().enumerate() {
+            sql.push_str(if i == 0 {
+                "SELECT ? AS `__storagetapper_i`"
+            } else {
+                " UNION ALL SELECT ?"
+            });
+            params.push(mysql_async::Value::UInt(i as u64));
+            for (c, v) in table.columns.iter().zip(row.iter()) {
+                sql.push_str(", ?");
+                if i == 0 {
+                    sql.push_str(" AS ");
+                    sql.push_str(&crate::schema::quote_ident(&c.info.name));
+                }
+                params.push(v.clone());
+            }
+        }
+        sql.push_str(") AS `__storagetapper_rows` ORDER BY `__storagetapper_i`");
+        let rows: Vec<i64> =
+            match mysql_async::prelude::Queryable::exec(conn, sql.as_str(), params.clone()).await {
+                Ok(r) => r,
+                Err(mysql_async::Error::Server(e)) => {
+                    bail!("the source refused the condition `{cond}`: {}", e.message)
+                }
+                Err(_) => {
+                    // The helper connection may have timed out on a quiet stream: once more.
+                    *conn = source.connect().await?;
+                    mysql_async::prelude::Queryable::exec(conn, sql.as_str(), params).await?
+                }
+            };
+        if rows.len() != batch.len() {
+            bail!(
+                "`where` evaluation returned {} of {} rows",
+                rows.len(),
+                batch.len()
+            );
+        }
+        verdicts.extend(rows.into_iter().map(|x| x != 0));
+    }
+    let mut v = verdicts.into_iter();
+    let mut out = Vec::with_capacity(changes.len());
+    for c in changes {
+        match c {
+            Change::Insert(a) => {
+                if v.next() == Some(true) {
+                    out.push(Change::Insert(a));
+                }
+            }
+            Change::Delete(b) => {
+                if v.next() == Some(true) {
+                    out.push(Change::Delete(b));
+                }
+            }
+            Change::Update(b, a) => match (v.next() == Some(true), v.next() == Some(true)) {
+                (true, true) => out.push(Change::Update(b, a)),
+                (true, false) => out.push(Change::Delete(b)),
+                (false, true) => out.push(Change::Insert(a)),
+                (false, false) => {}
+            },
+        }
+    }
+    Ok(out)
 }
 
 fn gtid_server(gtid: &str) -> u32 {

@@ -621,7 +621,10 @@ fn row_envelope_flattens_the_after_image() {
     );
     tail_ok(&m, &["--from", &start, "--until", "now"]);
     let events = changelog(&case);
-    let ops: Vec<&str> = events.iter().map(|e| e["__op"].as_str().expect("__op")).collect();
+    let ops: Vec<&str> = events
+        .iter()
+        .map(|e| e["__op"].as_str().expect("__op"))
+        .collect();
     assert_eq!(ops, ["c", "c", "u", "d"]);
     assert_eq!(
         events[2],
@@ -631,5 +634,58 @@ fn row_envelope_flattens_the_after_image() {
     assert_eq!(events[3]["id"], 2);
     assert_eq!(events[3]["s"], "b", "a delete carries the before-image");
     assert_eq!(events[3]["__deleted"], "true");
-    assert!(events.iter().all(|e| e.get("secret").is_none()), "exclude_columns applies");
+    assert!(
+        events.iter().all(|e| e.get("secret").is_none()),
+        "exclude_columns applies"
+    );
+}
+
+#[test]
+fn where_filter_applies_to_changes() {
+    let case = Case::new("tail_where");
+    case.sql(
+        "CREATE TABLE t (id INT PRIMARY KEY, status VARCHAR(10), d DATE); \
+         INSERT INTO t VALUES (1, 'open', '2024-01-01'), (2, 'closed', '2024-01-01'), \
+         (3, 'open', '2023-01-01')",
+    );
+    let start = position();
+    let m = case.manifest(&format!(
+        "[[tables]]\nschema = \"{}\"\ntable = \"t\"\n\
+         where = \"status = 'open' AND d >= '2024-01-01'\"\n",
+        case.name
+    ));
+    case.sql(
+        "INSERT INTO t VALUES (10, 'open', '2024-05-05'), (11, 'closed', '2024-05-05'); \
+         UPDATE t SET status = 'closed' WHERE id = 1; UPDATE t SET status = 'open' WHERE id = 2; \
+         UPDATE t SET d = '2025-01-01' WHERE id = 10; UPDATE t SET d = '2024-02-02' WHERE id = 3; \
+         DELETE FROM t WHERE id = 11; DELETE FROM t WHERE id = 2",
+    );
+    tail_ok(&m, &["--from", &start, "--until", "now"]);
+    let events = changelog(&case);
+    let got: Vec<(String, i64)> = events
+        .iter()
+        .map(|e| {
+            let row = if e["after"].is_null() {
+                &e["before"]
+            } else {
+                &e["after"]
+            };
+            (
+                e["op"].as_str().expect("op").to_string(),
+                row["id"].as_i64().expect("id"),
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64)> = [
+        ("c", 10), // inserted inside the filter
+        ("d", 1),  // left the filter: a delete
+        ("c", 2),  // entered it: an insert
+        ("u", 10), // stayed inside
+        ("c", 3),  // entered it by its date
+        ("d", 2),  // deleted while inside
+    ]
+    .iter()
+    .map(|(o, i)| (o.to_string(), *i))
+    .collect();
+    assert_eq!(got, want);
 }
