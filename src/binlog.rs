@@ -149,6 +149,10 @@ pub struct BinlogSettings {
 /// # Errors
 /// Names the variable and the value it needs, or the replica holding `server_id`.
 pub async fn preflight(conn: &mut Conn, server_id: u32) -> Result<BinlogSettings> {
+    preflight_with(conn, server_id, true).await
+}
+
+async fn preflight_with(conn: &mut Conn, server_id: u32, check_id: bool) -> Result<BinlogSettings> {
     let version: String = conn
         .query_first("SELECT @@version")
         .await?
@@ -207,7 +211,7 @@ pub async fn preflight(conn: &mut Conn, server_id: u32) -> Result<BinlogSettings
     // A stream that just ended (or was killed) stays registered until the server's dump
     // thread notices, within a heartbeat or two: wait a little before calling it a conflict.
     let mut holder = None;
-    for attempt in 0..8 {
+    for attempt in 0..if check_id { 8 } else { 0 } {
         let hosts: Vec<mysql_async::Row> = conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default();
         holder = hosts.into_iter().find_map(|h| {
             (h.get::<u32, _>(0) == Some(server_id))
@@ -903,8 +907,32 @@ impl BinlogReader {
         from: &BinlogPos,
         filter: TableFilter,
     ) -> Result<BinlogReader> {
+        Self::open_with(source, server_id, from, filter, true).await
+    }
+
+    /// Opens the stream again after this process's own stream with `server_id` ended (its
+    /// registration may linger on the server for a moment, so it is not a conflict).
+    ///
+    /// # Errors
+    /// As [`BinlogReader::open`].
+    pub async fn reopen(
+        source: &Source,
+        server_id: u32,
+        from: &BinlogPos,
+        filter: TableFilter,
+    ) -> Result<BinlogReader> {
+        Self::open_with(source, server_id, from, filter, false).await
+    }
+
+    async fn open_with(
+        source: &Source,
+        server_id: u32,
+        from: &BinlogPos,
+        filter: TableFilter,
+        check_id: bool,
+    ) -> Result<BinlogReader> {
         let mut conn = source.connect().await?;
-        let settings = preflight(&mut conn, server_id).await?;
+        let settings = preflight_with(&mut conn, server_id, check_id).await?;
         let collations = Collations::load(&mut conn).await?;
         let logs = binary_logs(&mut conn).await?;
         let use_gtid = settings.mariadb && from.gtid.is_some();

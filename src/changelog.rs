@@ -85,7 +85,26 @@ pub struct StreamTable {
     row: Box<dyn RowEncoder>,
     key_enc: Box<dyn RowEncoder>,
     flat: Option<Box<dyn RowEncoder>>,
+    /// This version of the table for an Avro changelog file's schema.
+    pub version: AvroVersion,
 }
+
+/// One version of a table (its written columns and key) as an Avro changelog file's schema
+/// holds it: a file's schema has a union of the versions it can contain.
+#[derive(Debug, Clone)]
+pub struct AvroVersion {
+    /// Identity: table and the columns' names and types.
+    pub sig: String,
+    row: TableInfo,
+    key: TableInfo,
+    flat: TableInfo,
+}
+
+/// A change event of a table version the open Avro file's schema does not have: the file must
+/// be discarded and the stream re-read from its saved position with the version added.
+#[derive(Debug, thiserror::Error)]
+#[error("table version {0} is not in the changelog file's schema")]
+pub struct NewVersion(pub String);
 
 impl StreamTable {
     /// Builds the table's encoders for `format`/`envelope` with the rule's column filter.
@@ -130,40 +149,63 @@ impl StreamTable {
         };
         let enc = |t: &TableInfo| -> Result<Box<dyn RowEncoder>> {
             match format {
-                Format::Json | Format::Msgpack | Format::Sql => {
-                    let f = if format == Format::Sql {
-                        Format::Json
-                    } else {
+                Format::Json | Format::Msgpack | Format::Sql | Format::Avro => {
+                    // Avro events are encoded per file version (see `AvroVersion`).
+                    let f = if format == Format::Msgpack {
                         format
+                    } else {
+                        Format::Json
                     };
                     format::encoder(f, t, EncodeOptions::default())
                 }
-                Format::Avro | Format::Parquet => bail!(
-                    "format {format:?} cannot hold changelog files yet: use json, msgpack or sql"
+                Format::Parquet => bail!(
+                    "format parquet cannot hold changelog files yet: use json, msgpack, sql or avro"
                 ),
             }
         };
         let row = enc(&info(Arc::clone(&columns)))?;
         let key_enc = enc(&info(Arc::clone(&key_columns)))?;
+        let mut flat_cols: Vec<ColumnInfo> = columns.to_vec();
+        for (name, kind, ty) in [
+            ("__op", Kind::Text, "varchar(3)"),
+            ("__seqno", Kind::Int, "bigint"),
+            ("__ts_ms", Kind::Int, "bigint"),
+            ("__deleted", Kind::Text, "varchar(5)"),
+        ] {
+            flat_cols.push(ColumnInfo {
+                name: name.into(),
+                kind,
+                fsp: 0,
+                column_type: ty.into(),
+                nullable: false,
+            });
+        }
+        let flat_info = info(flat_cols.into());
         let flat = if envelope == Envelope::Row {
-            let mut cols: Vec<ColumnInfo> = columns.to_vec();
-            for (name, kind) in [
-                ("__op", Kind::Text),
-                ("__seqno", Kind::UInt),
-                ("__ts_ms", Kind::UInt),
-                ("__deleted", Kind::Text),
-            ] {
-                cols.push(ColumnInfo {
-                    name: name.into(),
-                    kind,
-                    fsp: 0,
-                    column_type: String::new(),
-                    nullable: false,
-                });
-            }
-            Some(enc(&info(cols.into()))?)
+            Some(enc(&flat_info)?)
         } else {
             None
+        };
+        let sig = format!(
+            "{}.{}({})[{}]",
+            map.schema,
+            map.table,
+            columns
+                .iter()
+                .map(|c| format!("{} {} {:?} {}", c.name, c.column_type, c.kind, c.fsp))
+                .collect::<Vec<_>>()
+                .join(", "),
+            key_columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let version = AvroVersion {
+            sig,
+            row: info(Arc::clone(&columns)),
+            key: info(Arc::clone(&key_columns)),
+            flat: flat_info,
         };
         Ok(StreamTable {
             map,
@@ -172,6 +214,7 @@ impl StreamTable {
             row,
             key_enc,
             flat,
+            version,
         })
     }
 }
@@ -274,6 +317,158 @@ pub struct EventEncoder {
     /// A transaction's `BEGIN` is written (SQL).
     sql_in_trx: bool,
     started: bool,
+    avro: Option<AvroState>,
+}
+
+/// An Avro changelog file: its schema (a union of the table versions it may hold), one record
+/// encoder per version, and the block being filled.
+struct AvroState {
+    sigs: Vec<String>,
+    row: Vec<crate::format::avro::AvroEncoder>,
+    key: Vec<crate::format::avro::AvroEncoder>,
+    flat: Vec<crate::format::avro::AvroEncoder>,
+    schema: String,
+    sync: [u8; 16],
+    block: Vec<u8>,
+    count: i64,
+}
+
+fn avro_record_schema(t: &TableInfo, name: &str) -> serde_json::Value {
+    let mut v = crate::format::avro::schema_json(t);
+    v["name"] = serde_json::Value::String(crate::format::avro::avro_name(name));
+    v
+}
+
+fn avro_full_name(t: &TableInfo, name: &str) -> String {
+    format!(
+        "storagetapper.{}.{}",
+        crate::format::avro::avro_name(&t.schema),
+        crate::format::avro::avro_name(name)
+    )
+}
+
+impl AvroState {
+    fn new(envelope: Envelope, versions: &[AvroVersion]) -> AvroState {
+        use crate::format::avro::AvroEncoder;
+        use serde_json::json;
+        let names = |i: usize, v: &AvroVersion| {
+            (
+                format!("{}_v{i}", v.row.table),
+                format!("{}_key_v{i}", v.row.table),
+                format!("{}_row_v{i}", v.row.table),
+            )
+        };
+        let opt = |t: &str| json!(["null", t]);
+        let schema = if envelope == Envelope::Row {
+            let mut branches: Vec<serde_json::Value> = versions
+                .iter()
+                .enumerate()
+                .map(|(i, v)| avro_record_schema(&v.flat, &names(i, v).2))
+                .collect();
+            branches.push(json!({
+                "type": "record", "name": "Ddl", "namespace": "storagetapper",
+                "fields": [
+                    {"name": "__op", "type": "string"}, {"name": "__seqno", "type": "long"},
+                    {"name": "__ts_ms", "type": "long"}, {"name": "__schema", "type": "string"},
+                    {"name": "__ddl", "type": "string"},
+                ],
+            }));
+            serde_json::Value::Array(branches)
+        } else {
+            let mut before = vec![json!("null")];
+            let mut after = vec![json!("null")];
+            let mut key = vec![json!("null")];
+            for (i, v) in versions.iter().enumerate() {
+                let (r, k, _) = names(i, v);
+                before.push(avro_record_schema(&v.row, &r));
+                after.push(json!(avro_full_name(&v.row, &r)));
+                key.push(avro_record_schema(&v.key, &k));
+            }
+            json!({
+                "type": "record", "name": "ChangeEvent", "namespace": "storagetapper",
+                "fields": [
+                    {"name": "before", "type": before},
+                    {"name": "after", "type": after},
+                    {"name": "source", "type": {
+                        "type": "record", "name": "Source", "namespace": "storagetapper",
+                        "fields": [
+                            {"name": "version", "type": "string"},
+                            {"name": "connector", "type": "string"},
+                            {"name": "name", "type": "string"},
+                            {"name": "ts_ms", "type": "long"},
+                            {"name": "snapshot", "type": "string"},
+                            {"name": "db", "type": opt("string")},
+                            {"name": "table", "type": opt("string")},
+                            {"name": "server_id", "type": "long"},
+                            {"name": "gtid", "type": opt("string")},
+                            {"name": "file", "type": "string"},
+                            {"name": "pos", "type": "long"},
+                            {"name": "row", "type": "long"},
+                        ],
+                    }},
+                    {"name": "op", "type": "string"},
+                    {"name": "ts_ms", "type": "long"},
+                    {"name": "key", "type": key},
+                    {"name": "seqno", "type": "long"},
+                    {"name": "ddl", "type": opt("string")},
+                    {"name": "db", "type": opt("string")},
+                ],
+            })
+        };
+        let schema = schema.to_string();
+        let seed = format!("{schema}{:?}{}", SystemTime::now(), std::process::id());
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes());
+        let mut sync = [0u8; 16];
+        sync.copy_from_slice(&digest[..16]);
+        AvroState {
+            sigs: versions.iter().map(|v| v.sig.clone()).collect(),
+            row: versions.iter().map(|v| AvroEncoder::new(&v.row)).collect(),
+            key: versions.iter().map(|v| AvroEncoder::new(&v.key)).collect(),
+            flat: versions.iter().map(|v| AvroEncoder::new(&v.flat)).collect(),
+            schema,
+            sync,
+            block: Vec::with_capacity(1 << 20),
+            count: 0,
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        use crate::format::avro::write_long;
+        if self.count == 0 {
+            return;
+        }
+        write_long(out, self.count);
+        write_long(out, i64::try_from(self.block.len()).unwrap_or(i64::MAX));
+        out.extend_from_slice(&self.block);
+        out.extend_from_slice(&self.sync);
+        self.block.clear();
+        self.count = 0;
+    }
+
+    fn source(&mut self, src: &EventSource<'_>, table: Option<&TableMap>) -> Result<()> {
+        use crate::format::avro::{write_bytes, write_long};
+        let b = &mut self.block;
+        let opt = |b: &mut Vec<u8>, v: Option<&str>| match v {
+            Some(s) => {
+                write_long(b, 1);
+                write_bytes(b, s.as_bytes());
+            }
+            None => write_long(b, 0),
+        };
+        write_bytes(b, env!("CARGO_PKG_VERSION").as_bytes());
+        write_bytes(b, b"mysql");
+        write_bytes(b, src.name.as_bytes());
+        write_long(b, i64::try_from(src.ts_ms)?);
+        write_bytes(b, if src.snapshot { b"true" } else { b"false" });
+        opt(b, table.map(|t| t.schema.as_str()));
+        opt(b, table.map(|t| t.table.as_str()));
+        write_long(b, i64::from(src.server_id));
+        opt(b, (!src.gtid.is_empty()).then_some(src.gtid));
+        write_bytes(b, src.file.as_bytes());
+        write_long(b, i64::try_from(src.pos)?);
+        write_long(b, i64::try_from(src.row)?);
+        Ok(())
+    }
 }
 
 /// Milliseconds since the epoch, now.
@@ -289,11 +484,22 @@ impl EventEncoder {
     /// # Errors
     /// When the format cannot hold change events yet.
     pub fn new(format: Format, envelope: Envelope) -> Result<EventEncoder> {
-        if matches!(format, Format::Avro | Format::Parquet) {
+        Self::for_file(format, envelope, &[])
+    }
+
+    /// For one changelog file; an Avro file's schema holds `versions`.
+    ///
+    /// # Errors
+    /// When the format cannot hold change events yet.
+    pub fn for_file(
+        format: Format,
+        envelope: Envelope,
+        versions: &[AvroVersion],
+    ) -> Result<EventEncoder> {
+        if format == Format::Parquet {
             bail!(
-                "format {} cannot hold changelog files yet: use json, msgpack or sql for `tail` \
-                 and `backup --follow`",
-                format.ext()
+                "format parquet cannot hold changelog files yet: use json, msgpack, sql or avro \
+                 for `tail` and `backup --follow`"
             );
         }
         Ok(EventEncoder {
@@ -303,6 +509,7 @@ impl EventEncoder {
             msgpack: MsgpackTree,
             sql_in_trx: false,
             started: false,
+            avro: (format == Format::Avro).then(|| AvroState::new(envelope, versions)),
         })
     }
 
@@ -315,18 +522,131 @@ impl EventEncoder {
 
     /// Starts a file (SQL: the session header).
     pub fn start(&mut self, out: &mut Vec<u8>) {
-        if self.format == Format::Sql && !self.started {
-            out.extend_from_slice(format::sql::HEADER.as_bytes());
+        if !self.started {
+            if self.format == Format::Sql {
+                out.extend_from_slice(format::sql::HEADER.as_bytes());
+            }
+            if let Some(a) = &self.avro {
+                crate::format::avro::write_header(out, &a.schema, &a.sync);
+            }
         }
         self.started = true;
     }
 
-    /// Ends a transaction that had events (SQL: `COMMIT`).
+    /// Ends a transaction that had events (SQL: `COMMIT`; Avro: the block is written).
     pub fn commit(&mut self, out: &mut Vec<u8>) {
         if self.format == Format::Sql && self.sql_in_trx {
             out.extend_from_slice(b"COMMIT;\n");
             self.sql_in_trx = false;
         }
+        if let Some(a) = self.avro.as_mut() {
+            a.flush(out);
+        }
+    }
+
+    fn avro_row_event(
+        &mut self,
+        t: &StreamTable,
+        op: Op,
+        seqno: u64,
+        src: &EventSource<'_>,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+    ) -> Result<()> {
+        use crate::format::avro::{write_bytes, write_long};
+        let envelope = self.envelope;
+        let a = self
+            .avro
+            .as_mut()
+            .ok_or_else(|| anyhow!("Avro state missing"))?;
+        let i = a
+            .sigs
+            .iter()
+            .position(|s| *s == t.version.sig)
+            .ok_or_else(|| NewVersion(t.version.sig.clone()))?;
+        let branch = i64::try_from(i)?;
+        let all = t.pick.len() == t.map.columns.len();
+        let pick = |row: Vec<Value>| if all { row } else { project(&row, &t.pick) };
+        if envelope == Envelope::Row {
+            let image = after
+                .or(before)
+                .ok_or_else(|| anyhow!("event without a row"))?;
+            let mut row = pick(image);
+            row.push(Value::Bytes(op.code().as_bytes().to_vec()));
+            row.push(Value::Int(i64::try_from(seqno)?));
+            row.push(Value::Int(i64::try_from(src.ts_ms)?));
+            row.push(Value::Bytes(
+                if op == Op::Delete { "true" } else { "false" }
+                    .as_bytes()
+                    .to_vec(),
+            ));
+            write_long(&mut a.block, branch);
+            a.flat[i].record(&row, &mut a.block)?;
+        } else {
+            let key = project(
+                after
+                    .as_deref()
+                    .or(before.as_deref())
+                    .ok_or_else(|| anyhow!("event without a row"))?,
+                &t.key,
+            );
+            for image in [before, after] {
+                match image {
+                    Some(r) => {
+                        write_long(&mut a.block, branch + 1);
+                        a.row[i].record(&pick(r), &mut a.block)?;
+                    }
+                    None => write_long(&mut a.block, 0),
+                }
+            }
+            a.source(src, Some(&t.map))?;
+            write_bytes(&mut a.block, op.code().as_bytes());
+            write_long(&mut a.block, i64::try_from(now_ms())?);
+            write_long(&mut a.block, branch + 1);
+            a.key[i].record(&key, &mut a.block)?;
+            write_long(&mut a.block, i64::try_from(seqno)?);
+            write_long(&mut a.block, 0);
+            write_long(&mut a.block, 0);
+        }
+        a.count += 1;
+        Ok(())
+    }
+
+    fn avro_ddl_event(
+        &mut self,
+        seqno: u64,
+        src: &EventSource<'_>,
+        schema: &str,
+        statement: &str,
+    ) -> Result<()> {
+        use crate::format::avro::{write_bytes, write_long};
+        let envelope = self.envelope;
+        let a = self
+            .avro
+            .as_mut()
+            .ok_or_else(|| anyhow!("Avro state missing"))?;
+        if envelope == Envelope::Row {
+            write_long(&mut a.block, i64::try_from(a.sigs.len())?);
+            write_bytes(&mut a.block, b"ddl");
+            write_long(&mut a.block, i64::try_from(seqno)?);
+            write_long(&mut a.block, i64::try_from(src.ts_ms)?);
+            write_bytes(&mut a.block, schema.as_bytes());
+            write_bytes(&mut a.block, statement.as_bytes());
+        } else {
+            write_long(&mut a.block, 0);
+            write_long(&mut a.block, 0);
+            a.source(src, None)?;
+            write_bytes(&mut a.block, b"ddl");
+            write_long(&mut a.block, i64::try_from(now_ms())?);
+            write_long(&mut a.block, 0);
+            write_long(&mut a.block, i64::try_from(seqno)?);
+            write_long(&mut a.block, 1);
+            write_bytes(&mut a.block, statement.as_bytes());
+            write_long(&mut a.block, 1);
+            write_bytes(&mut a.block, schema.as_bytes());
+        }
+        a.count += 1;
+        Ok(())
     }
 
     /// One row change.
@@ -347,6 +667,9 @@ impl EventEncoder {
         if self.format == Format::Sql {
             return self.sql_event(out, t, op, seqno, src, before.as_deref(), after.as_deref());
         }
+        if self.format == Format::Avro {
+            return self.avro_row_event(t, op, seqno, src, before, after);
+        }
         let all = t.pick.len() == t.map.columns.len();
         let pick = |row: Vec<Value>, pick: &[usize]| if all { row } else { project(&row, pick) };
         if let Some(flat) = t.flat.as_mut() {
@@ -355,8 +678,8 @@ impl EventEncoder {
                 .ok_or_else(|| anyhow!("event without a row"))?;
             let mut row = pick(image, &t.pick);
             row.push(Value::Bytes(op.code().as_bytes().to_vec()));
-            row.push(Value::UInt(seqno));
-            row.push(Value::UInt(src.ts_ms));
+            row.push(Value::Int(i64::try_from(seqno)?));
+            row.push(Value::Int(i64::try_from(src.ts_ms)?));
             row.push(Value::Bytes(
                 if op == Op::Delete { "true" } else { "false" }
                     .as_bytes()
@@ -462,6 +785,9 @@ impl EventEncoder {
             out.extend_from_slice(statement.as_bytes());
             out.extend_from_slice(b";\n");
             return Ok(());
+        }
+        if self.format == Format::Avro {
+            return self.avro_ddl_event(seqno, src, schema, statement);
         }
         let envelope = self.envelope;
         let tree = self.tree();
@@ -682,6 +1008,15 @@ impl ChangeFile {
             path: path.to_string(),
             plain_bytes: 0,
         })
+    }
+
+    /// Discards the file (its temporary name is removed).
+    pub async fn abort(mut self) {
+        self.tx = None;
+        let _ = (&mut self.encode).await;
+        if let Ok(Ok(file)) = (&mut self.write).await {
+            file.abort().await;
+        }
     }
 
     /// Hands on plain bytes.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::binlog::{self, BinlogReader, Change, GtidState, Item, StartAt, TableFilter};
 use crate::changelog::{self, ChangeFile, EventEncoder, EventSource, Op, StreamTable};
-use crate::manifest::{Compression, Plan, TableRule};
+use crate::manifest::{Compression, Format, Plan, TableRule};
 use crate::sink::Sink;
 use crate::source::{self, BinlogPos, Source};
 use crate::state::{SqliteState, StateStore, StreamPosition};
@@ -278,6 +278,11 @@ pub async fn follow(
     let mut last_report = Instant::now();
     let mut reported_events = 0u64;
     let mut saved_pos = reader.position();
+    let mut saved_seqno = next_seqno;
+    let mut saved_events = 0u64;
+    let filter = table_filter(&plan.rules);
+    // Avro files: the table versions a new file's schema holds.
+    let mut avro_known: Vec<changelog::AvroVersion> = Vec::new();
     let stop: Stop;
 
     if let Some(u) = &until
@@ -349,6 +354,35 @@ pub async fn follow(
                     let t = tables
                         .get_mut(&key)
                         .ok_or_else(|| anyhow!("table {} vanished", table.name()))?;
+                    if !avro_known.iter().any(|v| v.sig == t.version.sig) {
+                        avro_known.push(t.version.clone());
+                        if file.is_some() && m.destination.format == Format::Avro {
+                            // The open file's schema lacks this table version: discard the
+                            // file and read again from the saved position with it included.
+                            if let Some((f, _)) = file.take() {
+                                f.abort().await;
+                            }
+                            buf.clear();
+                            drop(reader);
+                            reader = BinlogReader::reopen(
+                                &source,
+                                server_id,
+                                &saved_pos,
+                                filter.clone(),
+                            )
+                            .await?;
+                            next_seqno = saved_seqno;
+                            events = saved_events;
+                            in_trx = false;
+                            trx_events = 0;
+                            tracing::info!(
+                                table = %table.name(),
+                                from = %saved_pos,
+                                "A table version new to this Avro file: reading again with it in the file's schema."
+                            );
+                            continue;
+                        }
+                    }
                     let pos_file = reader.position().file;
                     let mut src = EventSource {
                         name: &m.name,
@@ -372,7 +406,11 @@ pub async fn follow(
                             )
                         );
                         let f = ChangeFile::create(&sink, &path, zstd, &plan.recipients).await?;
-                        encoder = EventEncoder::new(m.destination.format, m.tail.envelope)?;
+                        encoder = EventEncoder::for_file(
+                            m.destination.format,
+                            m.tail.envelope,
+                            &avro_known,
+                        )?;
                         encoder.start(&mut buf);
                         file = Some((f, Instant::now()));
                     }
@@ -411,7 +449,11 @@ pub async fn follow(
                             );
                             let f =
                                 ChangeFile::create(&sink, &path, zstd, &plan.recipients).await?;
-                            encoder = EventEncoder::new(m.destination.format, m.tail.envelope)?;
+                            encoder = EventEncoder::for_file(
+                                m.destination.format,
+                                m.tail.envelope,
+                                &avro_known,
+                            )?;
                             encoder.start(&mut buf);
                             file = Some((f, Instant::now()));
                         }
@@ -474,10 +516,14 @@ pub async fn follow(
                         .await?;
                         files += 1;
                         saved_pos = pos;
+                        saved_seqno = next_seqno;
+                        saved_events = events;
                     } else if file.is_none() && pos != saved_pos {
                         // Nothing of ours in these transactions: remember we read past them.
                         save(&state, target, &pos, next_seqno, next_file)?;
                         saved_pos = pos;
+                        saved_seqno = next_seqno;
+                        saved_events = events;
                     }
                 }
                 Item::Heartbeat => {
@@ -500,6 +546,8 @@ pub async fn follow(
                         .await?;
                         files += 1;
                         saved_pos = pos;
+                        saved_seqno = next_seqno;
+                        saved_events = events;
                     }
                 }
             }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent readers for storagetapper chunk files (used by tests/formats.rs).
 
-usage: readers.py FORMAT FILE...   (FORMAT: json | msgpack | avro | parquet)
+usage: readers.py FORMAT FILE...   (FORMAT: json | msgpack | avro | parquet | avro-events)
 
 Reads the files with other people's libraries (json, msgpack, fastavro, pyarrow; zstandard for
 the outer .zst) and prints one JSON object per row: column -> [tag, text], where the tag says
@@ -76,8 +76,30 @@ def records(fmt, path):
         raise SystemExit("unknown format " + fmt)
 
 
+def row(r):
+    if r is None:
+        return None
+    raw = r.pop(RAW, None) or {}
+    return {k: (["raw", raw[k]] if k in raw else tag(v)) for k, v in r.items()}
+
+
+def events(files):
+    """Change events of Avro changelog files: the fields a test compares, images tagged."""
+    import fastavro
+
+    for path in files:
+        for e in fastavro.reader(io.BytesIO(plain(path))):
+            print(json.dumps({
+                "op": e["op"], "seqno": e["seqno"], "gtid": e["source"]["gtid"],
+                "db": e["source"]["db"], "table": e["source"]["table"], "ddl": e["ddl"],
+                "before": row(e["before"]), "after": row(e["after"]), "key": row(e["key"]),
+            }))
+
+
 def main():
     fmt, files = sys.argv[1], sys.argv[2:]
+    if fmt == "avro-events":
+        return events(files)
     for path in files:
         for rec in records(fmt, path):
             raw = rec.pop(RAW, None) or {}

@@ -356,6 +356,64 @@ impl AvroEncoder {
     }
 }
 
+impl AvroEncoder {
+    /// Appends one record (the table's fields and `__storagetapper_raw`) to the block.
+    fn encode_row(&mut self, row: &[Value]) -> Result<()> {
+        self.raw.clear();
+        for i in 0..self.columns.len() {
+            let v = row.get(i).unwrap_or(&Value::NULL);
+            self.field(i, v)
+                .with_context(|| format!("column `{}`", self.columns[i].name))?;
+        }
+        if self.raw.is_empty() {
+            put_long(&mut self.block, 0);
+        } else {
+            put_long(&mut self.block, 1);
+            put_long(&mut self.block, self.raw.len() as i64);
+            for (i, text) in &self.raw {
+                put_bytes(&mut self.block, self.columns[*i].name.as_bytes());
+                put_bytes(&mut self.block, text.as_bytes());
+            }
+            put_long(&mut self.block, 0);
+        }
+        Ok(())
+    }
+
+    /// Appends the binary encoding of one record of this table to `out` (no container
+    /// framing): for records nested in other records, e.g. change events.
+    ///
+    /// # Errors
+    /// When a value does not fit its column.
+    pub fn record(&mut self, row: &[Value], out: &mut Vec<u8>) -> Result<()> {
+        self.block.clear();
+        self.encode_row(row)?;
+        out.extend_from_slice(&self.block);
+        Ok(())
+    }
+}
+
+/// Appends an Avro `long` (zigzag varint).
+pub fn write_long(out: &mut Vec<u8>, v: i64) {
+    put_long(out, v);
+}
+
+/// Appends Avro `bytes` or `string`.
+pub fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_bytes(out, b);
+}
+
+/// The container-file header for `schema` with sync marker `sync` (codec null).
+pub fn write_header(out: &mut Vec<u8>, schema: &str, sync: &[u8; 16]) {
+    out.extend_from_slice(b"Obj\x01");
+    put_long(out, 2);
+    put_bytes(out, b"avro.schema");
+    put_bytes(out, schema.as_bytes());
+    put_bytes(out, b"avro.codec");
+    put_bytes(out, b"null");
+    put_long(out, 0);
+    out.extend_from_slice(sync);
+}
+
 impl RowEncoder for AvroEncoder {
     fn rows(&mut self, rows: &[Vec<Value>], out: &mut Vec<u8>) -> Result<()> {
         if !self.started {
@@ -366,23 +424,7 @@ impl RowEncoder for AvroEncoder {
         }
         self.block.clear();
         for row in rows {
-            self.raw.clear();
-            for i in 0..self.columns.len() {
-                let v = row.get(i).unwrap_or(&Value::NULL);
-                self.field(i, v)
-                    .with_context(|| format!("column `{}`", self.columns[i].name))?;
-            }
-            if self.raw.is_empty() {
-                put_long(&mut self.block, 0);
-            } else {
-                put_long(&mut self.block, 1);
-                put_long(&mut self.block, self.raw.len() as i64);
-                for (i, text) in &self.raw {
-                    put_bytes(&mut self.block, self.columns[*i].name.as_bytes());
-                    put_bytes(&mut self.block, text.as_bytes());
-                }
-                put_long(&mut self.block, 0);
-            }
+            self.encode_row(row)?;
         }
         put_long(out, rows.len() as i64);
         put_long(out, self.block.len() as i64);
