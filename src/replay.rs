@@ -38,6 +38,8 @@ enum Cell {
     Exact(String),
     /// A msgpack value.
     Mp(rmpv::Value),
+    /// An Avro value, with the exact text kept for it in `__storagetapper_raw`, if any.
+    Avro(apache_avro::types::Value, Option<String>),
 }
 
 type Row = Vec<(String, Cell)>;
@@ -213,6 +215,78 @@ fn mp_event(v: rmpv::Value) -> Result<Event> {
     })
 }
 
+fn avro_event(v: apache_avro::types::Value) -> Result<Event> {
+    use apache_avro::types::Value as Av;
+    let Av::Record(fields) = v else {
+        bail!("a change event is not a record (envelope `row` cannot be replayed)");
+    };
+    let mut f: HashMap<String, Av> = fields.into_iter().collect();
+    let unwrap = |v: Av| match v {
+        Av::Union(_, inner) => *inner,
+        other => other,
+    };
+    let text = |v: Option<Av>| match v.map(unwrap) {
+        Some(Av::String(s)) => Some(s),
+        _ => None,
+    };
+    let long = |v: Option<Av>| match v.map(unwrap) {
+        Some(Av::Long(n)) => u64::try_from(n).ok(),
+        Some(Av::Int(n)) => u64::try_from(n).ok(),
+        _ => None,
+    };
+    let row = |v: Option<Av>| -> Option<Row> {
+        let Some(Av::Record(cols)) = v.map(unwrap) else {
+            return None;
+        };
+        let mut raw: HashMap<String, String> = HashMap::new();
+        let mut out = Vec::with_capacity(cols.len());
+        for (name, value) in cols {
+            if name == RAW_FIELD {
+                if let Av::Map(m) = unwrap(value) {
+                    for (k, v) in m {
+                        if let Av::String(t) = v {
+                            raw.insert(k, t);
+                        }
+                    }
+                }
+            } else {
+                out.push((name, value));
+            }
+        }
+        Some(
+            out.into_iter()
+                .map(|(n, v)| {
+                    let r = raw.get(&n).cloned();
+                    (n, Cell::Avro(v, r))
+                })
+                .collect(),
+        )
+    };
+    let mut source: HashMap<String, Av> = match f.remove("source").map(unwrap) {
+        Some(Av::Record(s)) => s.into_iter().collect(),
+        _ => HashMap::new(),
+    };
+    Ok(Event {
+        op: text(f.remove("op")).ok_or_else(|| anyhow!("event without op"))?,
+        db: text(f.remove("db"))
+            .or_else(|| text(source.remove("db")))
+            .unwrap_or_default(),
+        table: text(source.remove("table")).unwrap_or_default(),
+        gtid: text(source.remove("gtid")).unwrap_or_default(),
+        file: text(source.remove("file")).unwrap_or_default(),
+        pos: long(source.remove("pos")).unwrap_or(0),
+        seqno: long(f.remove("seqno")).unwrap_or(0),
+        before: row(f.remove("before")),
+        after: row(f.remove("after")),
+        key: row(f.remove("key"))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect(),
+        ddl: text(f.remove("ddl")),
+    })
+}
+
 /// Reads every event of the changelog files in order, on a blocking thread.
 fn read_events(
     sink: Sink,
@@ -255,8 +329,20 @@ fn read_events(
                             return Ok(());
                         }
                     },
+                    Format::Avro => {
+                        let reader = apache_avro::Reader::new(input)
+                            .with_context(|| format!("{f}: not an Avro file"))?;
+                        for v in reader {
+                            let e = v
+                                .with_context(|| format!("{f}: damaged Avro"))
+                                .and_then(avro_event);
+                            if tx.blocking_send(e).is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
                     other => bail!(
-                        "restore --until reads json or msgpack changelogs; this one is {}",
+                        "restore --until reads json, msgpack or avro changelogs; this one is {}",
                         other.ext()
                     ),
                 }
@@ -545,6 +631,13 @@ fn decode(schema: &TableSchema, row: &Row) -> Result<Vec<(String, Value, ColumnI
             Cell::Exact(t) => Value::Bytes(t.clone().into_bytes()),
             Cell::Json(raw) => value::from_json(col.kind, raw).map_err(|e| anyhow!("{e}"))?,
             Cell::Mp(v) => crate::format::msgpack::to_value(&info, v.clone())?,
+            Cell::Avro(v, raw) => {
+                let mut m = HashMap::new();
+                if let Some(t) = raw {
+                    m.insert(name.clone(), t.clone());
+                }
+                crate::format::avro::value_of(&info, v.clone(), &m)?
+            }
         };
         out.push((name.clone(), v, info));
     }

@@ -263,6 +263,12 @@ pub async fn run(
 ) -> Result<RestoreOutcome> {
     let started = Instant::now();
     let name = &plan.manifest.name;
+    if opts.until.is_some() && plan.manifest.tail.envelope == crate::manifest::Envelope::Row {
+        bail!(
+            "--until replays change events with before-images: the manifest's [tail] envelope \
+             must be debezium or storagetapper, not row"
+        );
+    }
     let sink = Sink::new(&plan.destination)?;
     let (backup_id, meta) = resolve_backup(&sink, name, &opts.backup).await?;
     let dir = layout::backup_dir(name, &backup_id);

@@ -509,6 +509,11 @@ fn point_in_time_restore_from_a_msgpack_changelog() {
     pitr("tail_pitr_mp", "msgpack", "storagetapper");
 }
 
+#[test]
+fn point_in_time_restore_from_an_avro_changelog() {
+    pitr("tail_pitr_av", "avro", "debezium");
+}
+
 fn pitr(name: &str, format: &str, envelope: &str) {
     let case = Case::new(name);
     case.sql(

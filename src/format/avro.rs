@@ -471,6 +471,15 @@ fn unwrap_union(v: Av) -> Av {
     }
 }
 
+/// A value read by `apache-avro` from a record written for column `c`, in canonical form
+/// (`raw`: the record's `__storagetapper_raw` entries).
+///
+/// # Errors
+/// When the value does not fit the column.
+pub fn value_of(c: &ColumnInfo, v: Av, raw: &HashMap<String, String>) -> Result<Value> {
+    to_value(c, avro_type(c), v, raw)
+}
+
 fn to_value(c: &ColumnInfo, t: AvroType, v: Av, raw: &HashMap<String, String>) -> Result<Value> {
     if let Some(text) = raw.get(&c.name) {
         return value::parse_datetime(c.kind, text).map_err(|e| anyhow!("{e}"));
