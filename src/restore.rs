@@ -259,7 +259,7 @@ pub async fn run(
 ) -> Result<RestoreOutcome> {
     let started = Instant::now();
     let name = &plan.manifest.name;
-    let sink = Sink::new(&plan.destination)?;
+    let sink = Sink::connect(&plan.destination).await?;
     let (backup_id, meta) = resolve_backup(&sink, name, &opts.backup).await?;
     let dir = layout::backup_dir(name, &backup_id);
     let filter = opts
