@@ -689,4 +689,28 @@ fn webhdfs_backup_verify_restore_equal_source() {
 
     ok(run(&["verify", "-m", &ms, "--against-source"]), "verify");
     assert_eq!(restore_checksum(&m, "hdfsrt", false), checksum("hdfsrt.t"));
+
+    // A NameNode that does not answer: exit 2 naming the destination, within seconds.
+    let dead = free_ports(1)[0];
+    let m = remote_manifest(
+        &case,
+        &format!("hdfs://127.0.0.1:{dead}/user/backup"),
+        "",
+        "[[tables]]\nschema = \"hdfsrt\"\ntable = \"t\"\n",
+    );
+    let t0 = Instant::now();
+    let o = run(&["list", "-m", &m.to_string_lossy()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(&format!(
+            "destination webhdfs://127.0.0.1:{dead}/user/backup: cannot reach"
+        )),
+        "{t}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(25),
+        "took {:?}",
+        t0.elapsed()
+    );
 }
