@@ -420,40 +420,48 @@ fn s3_kill9_during_multipart_upload_then_resume() {
          [[tables]]\nschema = \"s3kill\"\ntable = \"t\"\n",
     );
     let ms = m.to_string_lossy().to_string();
-    let mut child = bin()
-        .args(["backup", "-m", &ms, "--no-progress"])
-        .env(KEY_ENV, KEY)
-        .env(SECRET_ENV, SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn backup");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Wait until a chunk is done and the next one's upload is in flight, then kill -9.
-    loop {
-        let done = w.ls("/buckets/killed/s3kill/");
-        let ids: Vec<String> = done.iter().filter(|d| d.ends_with('/')).cloned().collect();
-        let chunks = ids
-            .first()
-            .map(|id| w.ls(&format!("/buckets/killed/s3kill/{id}s3kill.t/")))
-            .unwrap_or_default();
-        let has_chunk = chunks.iter().any(|n| n.ends_with(".jsonl"));
-        if has_chunk && !w.uploads("killed").is_empty() {
-            break;
-        }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
+    let spawn = || {
+        bin()
+            .args(["backup", "-m", &ms, "--no-progress"])
+            .env(KEY_ENV, KEY)
+            .env(SECRET_ENV, SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn backup")
+    };
+    // Waits until a chunk is done and an upload not in `known` is in flight.
+    let wait_upload = |child: &mut std::process::Child, known: &[String]| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ids = w.ls("/buckets/killed/s3kill/");
+            let chunks = ids
+                .iter()
+                .find(|d| d.ends_with('/'))
+                .map(|id| w.ls(&format!("/buckets/killed/s3kill/{id}s3kill.t/")))
+                .unwrap_or_default();
+            let has_chunk = chunks.iter().any(|n| n.ends_with(".jsonl"));
+            if has_chunk && w.uploads("killed").iter().any(|u| !known.contains(u)) {
+                return;
             }
-            panic!("the backup ended ({status}) before it could be killed:\n{err}");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("the backup ended ({status}) before it could be stopped:\n{err}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no multipart upload in flight within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(30));
         }
-        assert!(
-            Instant::now() < deadline,
-            "no multipart upload in flight within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    };
+
+    // 1. kill -9 with an upload in flight: the upload stays open on the server.
+    let mut child = spawn();
+    wait_upload(&mut child, &[]);
     child.kill().expect("kill -9");
     let _ = child.wait();
     let orphans = w.uploads("killed");
@@ -462,7 +470,30 @@ fn s3_kill9_during_multipart_upload_then_resume() {
         "the killed run left no upload to clean up"
     );
 
-    // The rerun resumes, aborts the orphans (and says so), and completes.
+    // 2. The rerun resumes and aborts the orphans first; SIGTERM while its own upload is in
+    //    flight: it aborts that upload too and exits 2.
+    let mut child = spawn();
+    wait_upload(&mut child, &orphans);
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let out = child.wait_with_output().expect("wait");
+    let log = plain(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    let aborted = format!("uploads={}", orphans.len());
+    assert!(
+        log.contains(&aborted) && log.contains("Aborted the unfinished multipart uploads"),
+        "expected {aborted} in the log\n{log}"
+    );
+    assert_eq!(
+        w.uploads("killed"),
+        Vec::<String>::new(),
+        "SIGTERM left an upload open\n{log}"
+    );
+
+    // 3. The last run finds nothing to abort and completes.
     let o = bin()
         .args(["backup", "-m", &ms, "--no-progress"])
         .env(KEY_ENV, KEY)
@@ -471,11 +502,9 @@ fn s3_kill9_during_multipart_upload_then_resume() {
         .expect("rerun");
     let o = ok(o, "resumed backup");
     let log = plain(&text(&o));
-    assert!(log.contains("Resuming"), "{log}");
-    let aborted = format!("uploads={}", orphans.len());
     assert!(
-        log.contains(&aborted) && log.contains("Aborted the unfinished multipart uploads"),
-        "expected {aborted} in the log\n{log}"
+        log.contains("Resuming") && log.contains("uploads=0"),
+        "{log}"
     );
     assert_eq!(
         w.uploads("killed"),
