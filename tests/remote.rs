@@ -702,7 +702,7 @@ fn webhdfs_backup_verify_restore_equal_source() {
     let (files, rows) = metadata_chunks(&meta);
     assert_eq!(rows, 2500);
     assert_eq!(files, ["00000.parquet", "00001.parquet", "00002.parquet"]);
-    assert!(temporaries(&dir.join("root")).is_empty());
+    assert!(temporaries(&dir.join("root/user/backup")).is_empty());
     for c in meta["tables"][0]["chunks"].as_array().expect("chunks") {
         use sha2::Digest;
         let raw = std::fs::read(bdir.join(c["file"].as_str().expect("file"))).expect("chunk");
@@ -741,5 +741,79 @@ fn webhdfs_backup_verify_restore_equal_source() {
         t0.elapsed() < Duration::from_secs(25),
         "took {:?}",
         t0.elapsed()
+    );
+}
+
+/// kill -9 while WebHDFS files are being written: the rerun deletes the temporary files the
+/// killed run left on the server, and every row ends up in exactly one chunk file.
+#[test]
+fn webhdfs_kill9_then_resume_removes_temporaries() {
+    let (port, dir, _) = webhdfs();
+    let case = Case::new("hdfskill");
+    create_table(&case, 6000);
+    let m = remote_manifest(
+        &case,
+        &format!("webhdfs://127.0.0.1:{port}/kill"),
+        "compression = \"none\"\npart_size = \"64KiB\"",
+        "[snapshot]\nthreads = 1\nchunk_rows = 1500\nthrottle = { rows_per_sec = 3000 }\n\n\
+         [[tables]]\nschema = \"hdfskill\"\ntable = \"t\"\n",
+    );
+    let ms = m.to_string_lossy().to_string();
+    let root = dir.join("root/kill/hdfskill");
+    let mut child = bin()
+        .args(["backup", "-m", &ms, "--no-progress"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn backup");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = std::fs::read_dir(&root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|b| b.path().join("hdfskill.t/00000.jsonl").exists());
+        if done && !temporaries(&root).is_empty() {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "backup ended first"
+        );
+        assert!(Instant::now() < deadline, "no temporary file within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let left = temporaries(&root);
+    assert!(!left.is_empty());
+
+    let o = ok(
+        run(&["backup", "-m", &ms, "--no-progress"]),
+        "resumed backup",
+    );
+    let log = plain(&text(&o));
+    assert!(
+        log.contains("Removed temporary files left by the interrupted run")
+            && log.contains(&format!("files={}", left.len())),
+        "{log}"
+    );
+    assert!(temporaries(&root).is_empty(), "{:?}", temporaries(&root));
+    let backups: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("backups")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(backups.len(), 1);
+    let rows = read_table(&backups[0], "hdfskill.t");
+    let ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().expect("id")).collect();
+    assert_eq!(
+        ids,
+        (1..=6000).collect::<Vec<i64>>(),
+        "every row once, in key order"
+    );
+    assert_eq!(
+        restore_checksum(&m, "hdfskill", false),
+        checksum("hdfskill.t")
     );
 }
