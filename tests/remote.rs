@@ -197,6 +197,23 @@ impl Weed {
         out
     }
 
+    /// Every file below a filer directory (recursively), as paths.
+    fn files(&self, dir: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.trim_end_matches('/').to_string()];
+        while let Some(d) = stack.pop() {
+            for n in self.ls(&format!("{d}/")) {
+                if let Some(sub) = n.strip_suffix('/') {
+                    stack.push(format!("{d}/{sub}"));
+                } else {
+                    out.push(format!("{d}/{n}"));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Multipart uploads in progress in a bucket: SeaweedFS keeps each under
     /// `/buckets/<bucket>/.uploads/<upload id>/`.
     fn uploads(&self, bucket: &str) -> Vec<String> {
@@ -816,4 +833,88 @@ fn webhdfs_kill9_then_resume_removes_temporaries() {
         restore_checksum(&m, "hdfskill", false),
         checksum("hdfskill.t")
     );
+}
+
+/// `backup --fresh` after a kill -9 on S3: the unfinished backup's objects are deleted and its
+/// open upload aborted; the new backup is complete.
+#[test]
+fn s3_fresh_abandons_the_killed_backup_and_its_uploads() {
+    let w = weed();
+    w.bucket("fresh");
+    let case = Case::new("s3fresh");
+    case.sql(
+        "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, payload VARBINARY(2000) NOT NULL);
+         INSERT INTO t SELECT seq, UNHEX(REPEAT(SHA2(seq, 256), 62)) FROM seq_1_to_5000;",
+    );
+    let tables = "[[tables]]\nschema = \"s3fresh\"\ntable = \"t\"\n";
+    let keys = s3_keys("compression = \"none\"\npart_size = \"5MiB\"");
+    let m = remote_manifest(
+        &case,
+        "s3://fresh/p",
+        &keys,
+        &format!(
+            "[snapshot]\nthreads = 1\nchunk_rows = 2500\nthrottle = {{ bytes_per_sec = 2500000 }}\n\n{tables}"
+        ),
+    );
+    let ms = m.to_string_lossy().to_string();
+    let mut child = bin()
+        .args(["backup", "-m", &ms, "--no-progress"])
+        .env(KEY_ENV, KEY)
+        .env(SECRET_ENV, SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn backup");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.uploads("fresh").is_empty() {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "backup ended first"
+        );
+        assert!(Instant::now() < deadline, "no upload within 60 s");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let old: Vec<String> = w.ls("/buckets/fresh/p/s3fresh/");
+    assert_eq!(old.len(), 1, "{old:?}");
+    assert!(
+        !w.ls(&format!("/buckets/fresh/p/s3fresh/{}s3fresh.t/", old[0]))
+            .is_empty()
+    );
+
+    // Unthrottled now (throttle may change between runs).
+    let m = remote_manifest(
+        &case,
+        "s3://fresh/p",
+        &keys,
+        &format!("[snapshot]\nthreads = 1\nchunk_rows = 2500\n\n{tables}"),
+    );
+    let ms = m.to_string_lossy().to_string();
+    let o = ok(
+        st(&["backup", "-m", &ms, "--no-progress", "--fresh"]),
+        "fresh backup",
+    );
+    assert!(
+        plain(&text(&o)).contains("Abandoned the unfinished backup"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        w.uploads("fresh"),
+        Vec::<String>::new(),
+        "upload of the abandoned backup"
+    );
+    // No object of the abandoned backup is left (SeaweedFS may keep its empty directories,
+    // which S3 clients do not see).
+    let left = w.files(&format!("/buckets/fresh/p/s3fresh/{}", old[0]));
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "objects of the abandoned backup"
+    );
+    let backups = list_json(&m);
+    assert_eq!(backups.len(), 1);
+    assert_eq!(backups[0]["rows"], 5000);
+    assert_eq!(restore_checksum(&m, "s3fresh", true), checksum("s3fresh.t"));
 }
