@@ -69,6 +69,17 @@ impl Sink {
     /// # Errors
     /// When the backend cannot be configured or reached.
     pub async fn connect(url: &DestinationUrl) -> Result<Sink> {
+        let sink = Sink::new(url)?;
+        sink.check().await?;
+        Ok(sink)
+    }
+
+    /// Builds the operator for a destination without any request to it (see
+    /// [`Sink::connect`], which also checks it).
+    ///
+    /// # Errors
+    /// When the backend cannot be configured.
+    pub fn new(url: &DestinationUrl) -> Result<Sink> {
         // rustls is built without a default provider (no aws-lc): use ring, once per process;
         // opendal's HTTP transport is a reqwest client with a bounded connect time.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -146,14 +157,12 @@ impl Sink {
                 (layered(op), Backend::WebHdfs(t.clone()))
             }
         };
-        let sink = Sink {
+        Ok(Sink {
             op,
             backend: std::sync::Arc::new(backend),
             http,
             display,
-        };
-        sink.check().await?;
-        Ok(sink)
+        })
     }
 
     /// One cheap request that needs the endpoint, the credentials and the bucket.
@@ -734,5 +743,28 @@ impl FileWriter {
         if !matches!(&*self.sink.backend, Backend::S3(_)) {
             let _ = self.sink.op.delete(&self.tmp).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_percent_encoded_once() {
+        assert_eq!(
+            encode("shop/2026T1/a.b_c-d~e", true),
+            "shop/2026T1/a.b_c-d~e"
+        );
+        assert_eq!(encode("a b/ü+=", true), "a%20b/%C3%BC%2B%3D");
+        assert_eq!(encode("a/b", false), "a%2Fb");
+    }
+
+    #[test]
+    fn s3_error_bodies_give_code_and_message_only() {
+        let body = b"<?xml version=\"1.0\"?><Error><Code>NoSuchUpload</Code>\
+            <Message>gone</Message><AWSAccessKeyId>AKIAEXAMPLEKEY</AWSAccessKeyId></Error>";
+        assert_eq!(s3_error(body), "NoSuchUpload: gone");
+        assert_eq!(s3_error(b"not xml"), ": ");
     }
 }
