@@ -181,8 +181,9 @@ impl Sink {
             .await
             .map_err(|_| {
                 anyhow!(
-                    "destination {}: no answer within {} s",
+                    "destination {}{}: no answer within {} s",
                     self.display,
+                    self.endpoint_note(),
                     CHECK_TIMEOUT.as_secs()
                 )
             })?;
@@ -219,14 +220,19 @@ impl Sink {
                 }
             }
         }
-        let at = match &*self.backend {
+        anyhow!(
+            "destination {}{}: {what}\ncaused by: {detail}",
+            self.display,
+            self.endpoint_note()
+        )
+    }
+
+    /// ` (endpoint …)` for S3, whose URL does not name it.
+    fn endpoint_note(&self) -> String {
+        match &*self.backend {
             Backend::S3(t) => format!(" (endpoint {})", t.endpoint),
             _ => String::new(),
-        };
-        anyhow!(
-            "destination {}{at}: {what}\ncaused by: {detail}",
-            self.display
-        )
+        }
     }
 
     /// Starts a file that becomes visible at `path` only after [`FileWriter::commit`].
