@@ -6,7 +6,8 @@
 #   ROWS (default 1000000), REPS (default 3), FORMATS (default "json sql"): json = JSON lines +
 #   zstd, sql = SQL without compression (more bytes to move). Needs `make pydeps` (weed) and a
 #   release build (`cargo build --release`; BUILD=1 runs it).
-# Prints one line per run and the medians (MB/s = stored bytes / wall seconds of the backup).
+# Prints one line per run and the medians (MB/s = stored bytes / wall seconds of the backup;
+# peak RSS of the storagetapper process, from GNU time).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -93,7 +94,7 @@ export ST_BENCH_KEY=benchkey ST_BENCH_SECRET=benchsecret
 S3KEYS="endpoint = \"http://127.0.0.1:${P[0]}\"
 access_key_env = \"ST_BENCH_KEY\"
 secret_key_env = \"ST_BENCH_SECRET\""
-echo "dest format rep seconds bytes MB/s" | tee "$B/runs.txt"
+echo "dest format rep seconds bytes MB/s peak-RSS-MB" | tee "$B/runs.txt"
 for rep in $(seq "$REPS"); do
     for fmt in $FORMATS; do
         comp=zstd; [ "$fmt" = sql ] && comp=none
@@ -104,12 +105,13 @@ for rep in $(seq "$REPS"); do
             else
                 manifest "s3://bench/r$rep-$fmt" "$fmt" "$comp" "$S3KEYS" >"$B/m.toml"
             fi
-            line=$("$ST" backup -m "$B/m.toml" --no-progress -q)
+            line=$(/usr/bin/time -f '%M' -o "$B/rss" "$ST" backup -m "$B/m.toml" --no-progress -q)
+            rss=$(( $(tail -1 "$B/rss") / 1024 ))
             # "backup ID complete: R rows, B bytes in S.SSs (…"
             bytes=$(sed -E 's/.* ([0-9]+) bytes in ([0-9.]+)s.*/\1/' <<<"$line")
             secs=$(sed -E 's/.* ([0-9]+) bytes in ([0-9.]+)s.*/\2/' <<<"$line")
             mbs=$(python3 -c "print(f'{$bytes/1e6/$secs:.1f}')")
-            echo "$dest $fmt $rep $secs $bytes $mbs" | tee -a "$B/runs.txt"
+            echo "$dest $fmt $rep $secs $bytes $mbs $rss" | tee -a "$B/runs.txt"
         done
     done
 done
@@ -121,5 +123,6 @@ for key in sorted({(r[0], r[1]) for r in rows}):
     sel = [r for r in rows if (r[0], r[1]) == key]
     secs = statistics.median(float(r[3]) for r in sel)
     mbs = statistics.median(float(r[5]) for r in sel)
-    print(f"{key[0]:5} {key[1]:5} {secs:6.2f} s  {int(sel[0][4])/1e6:7.1f} MB  {mbs:6.1f} MB/s")
+    rss = statistics.median(int(r[6]) for r in sel)
+    print(f"{key[0]:5} {key[1]:5} {secs:6.2f} s  {int(sel[0][4])/1e6:7.1f} MB  {mbs:6.1f} MB/s  RSS {rss} MB")
 EOF
