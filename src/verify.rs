@@ -67,7 +67,7 @@ pub struct VerifyReport {
 /// When the backup cannot be found, or no identity opens it ([`WrongKey`]).
 pub async fn run(plan: &Plan, opts: &VerifyOptions) -> Result<VerifyReport> {
     let name = &plan.manifest.name;
-    let sink = Sink::new(&plan.destination)?;
+    let sink = Sink::connect(&plan.destination).await?;
     let (backup_id, meta) = restore::resolve_backup(&sink, name, &opts.backup).await?;
     let dir = layout::backup_dir(name, &backup_id);
     if !meta.encryption_recipients.is_empty() && opts.identities.is_empty() {
