@@ -158,9 +158,10 @@ impl StreamTable {
                     };
                     format::encoder(f, t, EncodeOptions::default())
                 }
-                Format::Parquet => bail!(
-                    "format parquet cannot hold changelog files yet: use json, msgpack, sql or avro"
-                ),
+                Format::Parquet => {
+                    // Parquet events are encoded per file version (see `AvroVersion`).
+                    format::encoder(Format::Json, t, EncodeOptions::default())
+                }
             }
         };
         let row = enc(&info(Arc::clone(&columns)))?;
@@ -318,6 +319,7 @@ pub struct EventEncoder {
     sql_in_trx: bool,
     started: bool,
     avro: Option<AvroState>,
+    parquet: Option<(Vec<String>, crate::format::parquet::ParquetEvents)>,
 }
 
 /// An Avro changelog file: its schema (a union of the table versions it may hold), one record
@@ -484,7 +486,7 @@ impl EventEncoder {
     /// # Errors
     /// When the format cannot hold change events yet.
     pub fn new(format: Format, envelope: Envelope) -> Result<EventEncoder> {
-        Self::for_file(format, envelope, &[])
+        Self::for_file(format, envelope, &[], None)
     }
 
     /// For one changelog file; an Avro file's schema holds `versions`.
@@ -495,14 +497,36 @@ impl EventEncoder {
         format: Format,
         envelope: Envelope,
         versions: &[AvroVersion],
+        inner_zstd: Option<i32>,
     ) -> Result<EventEncoder> {
-        if format == Format::Parquet {
+        if format == Format::Parquet && envelope == Envelope::Row {
             bail!(
-                "format parquet cannot hold changelog files yet: use json, msgpack, sql or avro \
-                 for `tail` and `backup --follow`"
+                "Parquet changelog files hold change events (envelope debezium or \
+                 storagetapper); for envelope = \"row\" use json, msgpack or avro"
             );
         }
+        let parquet = if format == Format::Parquet {
+            let tables: Vec<crate::format::parquet::EventTable> = versions
+                .iter()
+                .enumerate()
+                .map(|(i, v)| crate::format::parquet::EventTable {
+                    name: crate::format::avro::avro_name(&format!(
+                        "{}_{}_v{i}",
+                        v.row.schema, v.row.table
+                    )),
+                    row: v.row.clone(),
+                    key: v.key.clone(),
+                })
+                .collect();
+            Some((
+                versions.iter().map(|v| v.sig.clone()).collect(),
+                crate::format::parquet::ParquetEvents::new(&tables, inner_zstd)?,
+            ))
+        } else {
+            None
+        };
         Ok(EventEncoder {
+            parquet,
             format,
             envelope,
             json: JsonTree { first: Vec::new() },
@@ -542,6 +566,40 @@ impl EventEncoder {
         if let Some(a) = self.avro.as_mut() {
             a.flush(out);
         }
+        if let Some((_, p)) = self.parquet.as_mut()
+            && p.buffered() >= 4096
+        {
+            // Errors surface at the next flush or at finish.
+            let _ = p.flush(out);
+        }
+    }
+
+    /// Ends the file (Parquet: the last row group and the footer).
+    ///
+    /// # Errors
+    /// On encoding failure.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if let Some((_, p)) = self.parquet.as_mut() {
+            p.finish(out)?;
+        }
+        Ok(())
+    }
+
+    fn parquet_src<'a>(
+        src: &'a EventSource<'a>,
+        table: Option<(&'a str, &'a str)>,
+    ) -> Result<crate::format::parquet::EventSourceFields<'a>> {
+        Ok(crate::format::parquet::EventSourceFields {
+            name: src.name,
+            ts_ms: i64::try_from(src.ts_ms)?,
+            snapshot: src.snapshot,
+            table,
+            server_id: i64::from(src.server_id),
+            gtid: (!src.gtid.is_empty()).then_some(src.gtid),
+            file: src.file,
+            pos: i64::try_from(src.pos)?,
+            row: i64::try_from(src.row)?,
+        })
     }
 
     fn avro_row_event(
@@ -670,6 +728,35 @@ impl EventEncoder {
         if self.format == Format::Avro {
             return self.avro_row_event(t, op, seqno, src, before, after);
         }
+        if let Some((sigs, p)) = self.parquet.as_mut() {
+            let i = sigs
+                .iter()
+                .position(|s| *s == t.version.sig)
+                .ok_or_else(|| NewVersion(t.version.sig.clone()))?;
+            let all = t.pick.len() == t.map.columns.len();
+            let pick = |row: Vec<Value>| if all { row } else { project(&row, &t.pick) };
+            let key = project(
+                after
+                    .as_deref()
+                    .or(before.as_deref())
+                    .ok_or_else(|| anyhow!("event without a row"))?,
+                &t.key,
+            );
+            let before = before.map(pick);
+            let after = after.map(pick);
+            let fields = Self::parquet_src(src, Some((&t.map.schema, &t.map.table)))?;
+            p.push(
+                op.code(),
+                i64::try_from(seqno)?,
+                i64::try_from(now_ms())?,
+                &fields,
+                Some(i),
+                [before.as_deref(), after.as_deref(), Some(&key)],
+                None,
+            )?;
+            let _ = out;
+            return Ok(());
+        }
         let all = t.pick.len() == t.map.columns.len();
         let pick = |row: Vec<Value>, pick: &[usize]| if all { row } else { project(&row, pick) };
         if let Some(flat) = t.flat.as_mut() {
@@ -788,6 +875,18 @@ impl EventEncoder {
         }
         if self.format == Format::Avro {
             return self.avro_ddl_event(seqno, src, schema, statement);
+        }
+        if let Some((_, p)) = self.parquet.as_mut() {
+            let fields = Self::parquet_src(src, None)?;
+            return p.push(
+                "ddl",
+                i64::try_from(seqno)?,
+                i64::try_from(now_ms())?,
+                &fields,
+                None,
+                [None, None, None],
+                Some((schema, statement)),
+            );
         }
         let envelope = self.envelope;
         let tree = self.tree();

@@ -260,9 +260,14 @@ pub async fn follow(
         .await
         .with_context(|| format!("stream {}", target.stream))?;
 
-    let zstd = match m.destination.compression {
+    let level = match m.destination.compression {
         Compression::Zstd => Some(m.destination.compression_level.unwrap_or(3)),
         Compression::None => None,
+    };
+    // Parquet compresses inside the file, like chunk files.
+    let (zstd, inner_zstd) = match m.destination.format {
+        Format::Parquet => (None, level),
+        _ => (level, None),
     };
     let rotate_bytes = m.tail.rotate_bytes.0.max(1);
     let rotate_interval = m.tail.rotate_interval.0;
@@ -358,7 +363,9 @@ pub async fn follow(
                         .ok_or_else(|| anyhow!("table {} vanished", table.name()))?;
                     if !avro_known.iter().any(|v| v.sig == t.version.sig) {
                         avro_known.push(t.version.clone());
-                        if file.is_some() && m.destination.format == Format::Avro {
+                        if file.is_some()
+                            && matches!(m.destination.format, Format::Avro | Format::Parquet)
+                        {
                             // The open file's schema lacks this table version: discard the
                             // file and read again from the saved position with it included.
                             if let Some((f, _)) = file.take() {
@@ -412,6 +419,7 @@ pub async fn follow(
                             m.destination.format,
                             m.tail.envelope,
                             &avro_known,
+                            inner_zstd,
                         )?;
                         encoder.start(&mut buf);
                         file = Some((f, Instant::now()));
@@ -455,6 +463,7 @@ pub async fn follow(
                                 m.destination.format,
                                 m.tail.envelope,
                                 &avro_known,
+                                inner_zstd,
                             )?;
                             encoder.start(&mut buf);
                             file = Some((f, Instant::now()));
@@ -507,6 +516,7 @@ pub async fn follow(
                     if rotate {
                         finish_file(
                             &sink,
+                            &mut encoder,
                             &mut file,
                             &mut buf,
                             &state,
@@ -537,6 +547,7 @@ pub async fn follow(
                         let pos = reader.position();
                         finish_file(
                             &sink,
+                            &mut encoder,
                             &mut file,
                             &mut buf,
                             &state,
@@ -586,6 +597,7 @@ pub async fn follow(
     if file.is_some() {
         finish_file(
             &sink,
+            &mut encoder,
             &mut file,
             &mut buf,
             &state,
@@ -748,6 +760,7 @@ pub const COVERED_FILE: &str = "position.json";
 #[allow(clippy::too_many_arguments)]
 async fn finish_file(
     sink: &Sink,
+    encoder: &mut EventEncoder,
     file: &mut Option<(ChangeFile, Instant)>,
     buf: &mut Vec<u8>,
     state: &SqliteState,
@@ -759,6 +772,7 @@ async fn finish_file(
     let Some((mut f, _)) = file.take() else {
         return Ok(());
     };
+    encoder.finish(buf)?;
     f.write(std::mem::take(buf)).await?;
     let path = f.path.clone();
     let (bytes, _sha) = f.commit().await?;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent readers for storagetapper chunk files (used by tests/formats.rs).
 
-usage: readers.py FORMAT FILE...   (FORMAT: json | msgpack | avro | parquet | avro-events)
+usage: readers.py FORMAT FILE...   (FORMAT: json | msgpack | avro | parquet | avro-events | parquet-events)
 
 Reads the files with other people's libraries (json, msgpack, fastavro, pyarrow; zstandard for
 the outer .zst) and prints one JSON object per row: column -> [tag, text], where the tag says
@@ -96,10 +96,32 @@ def events(files):
             }))
 
 
+def parquet_events(files):
+    """Change events of Parquet changelog files, in the shape `events` prints: the image of an
+    event is in the `before_<t>`/`after_<t>`/`key_<t>` structs of its table, the others null."""
+    import pyarrow.parquet as pq
+
+    for path in files:
+        for e in pq.read_table(path).to_pylist():
+            images = {}
+            for prefix in ("before", "after", "key"):
+                found = [v for k, v in e.items() if k.startswith(prefix + "_") and v is not None]
+                if len(found) > 1:
+                    raise SystemExit("more than one %s image in %r" % (prefix, e))
+                images[prefix] = row(found[0]) if found else None
+            print(json.dumps({
+                "op": e["op"], "seqno": e["seqno"], "gtid": e["source"]["gtid"],
+                "db": e["source"]["db"], "table": e["source"]["table"], "ddl": e["ddl"],
+                **images,
+            }))
+
+
 def main():
     fmt, files = sys.argv[1], sys.argv[2:]
     if fmt == "avro-events":
         return events(files)
+    if fmt == "parquet-events":
+        return parquet_events(files)
     for path in files:
         for rec in records(fmt, path):
             raw = rec.pop(RAW, None) or {}

@@ -721,7 +721,18 @@ fn same_value(json: &J, tagged: &J) -> bool {
 
 #[test]
 fn avro_changelog_reads_back_with_fastavro_across_schema_changes() {
-    let case = Case::new("tail_avro");
+    typed_changelog("avro", "tail_avro");
+}
+
+#[test]
+fn parquet_changelog_reads_back_with_pyarrow_across_schema_changes() {
+    typed_changelog("parquet", "tail_parquet");
+}
+
+/// A changelog in a typed format (`avro`, `parquet`), read by an independent reader, equals the
+/// JSON changelog of the same binlog range, across a table first touched mid-file and an ALTER.
+fn typed_changelog(format: &str, name: &str) {
+    let case = Case::new(name);
     case.sql(
         "CREATE TABLE a (id INT PRIMARY KEY, s VARCHAR(20), d DECIMAL(8,2), dt DATETIME(6), \
          ts TIMESTAMP(6) NULL); CREATE TABLE b (id INT PRIMARY KEY, v VARCHAR(10))",
@@ -743,10 +754,10 @@ fn avro_changelog_reads_back_with_fastavro_across_schema_changes() {
     );
     tail_ok(&json_m, &["--from", &start, "--until", &end]);
     let want = changelog(&case);
-    // The same range as Avro, into another job.
-    let avro = Case::new("tail_avro_b");
+    // The same range in the typed format, into another job.
+    let avro = Case::new(&format!("{name}_b"));
     let avro_m = avro.manifest_with_destination(
-        "format = \"avro\"",
+        &format!("format = \"{format}\""),
         &format!("[[tables]]\nschema = \"{}\"\ntable = \"*\"\n", case.name),
     );
     let out = tail_ok(&avro_m, &["--from", &start, "--until", &end]);
@@ -756,20 +767,21 @@ fn avro_changelog_reads_back_with_fastavro_across_schema_changes() {
         "{out}"
     );
     let files = changelog_files(&avro.out().join("changelog"));
-    assert!(
-        files
-            .iter()
-            .all(|f| f.to_string_lossy().ends_with(".avro.zst"))
-    );
+    let suffix = if format == "avro" {
+        ".avro.zst"
+    } else {
+        ".parquet"
+    };
+    assert!(files.iter().all(|f| f.to_string_lossy().ends_with(suffix)));
     let o = std::process::Command::new(python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers.py"))
-        .arg("avro-events")
+        .arg(format!("{format}-events"))
         .args(&files)
         .output()
         .expect("python");
     assert!(
         o.status.success(),
-        "fastavro:\n{}",
+        "{format} reader:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
     let got: Vec<J> = String::from_utf8(o.stdout)
@@ -795,7 +807,7 @@ fn avro_changelog_reads_back_with_fastavro_across_schema_changes() {
             for (col, v) in wi {
                 assert!(
                     same_value(v, &gi[col]),
-                    "{image}.{col}: json {v} vs avro {}",
+                    "{image}.{col}: json {v} vs {format} {}",
                     gi[col]
                 );
             }

@@ -398,6 +398,334 @@ impl RowEncoder for ParquetEncoder {
     }
 }
 
+/// A struct column holding one table's rows (a row image, a key) in a change-event file: the
+/// table's typed fields and `__storagetapper_raw`, null where the event has no such image.
+struct StructCols {
+    columns: Arc<[ColumnInfo]>,
+    fields: arrow_schema::Fields,
+    cols: Vec<Col>,
+    raw: StringBuilder,
+    valid: Vec<bool>,
+}
+
+impl StructCols {
+    fn new(table: &TableInfo) -> StructCols {
+        let schema = arrow_schema(table);
+        StructCols {
+            columns: Arc::clone(&table.columns),
+            cols: schema
+                .fields()
+                .iter()
+                .take(table.columns.len())
+                .map(|f| Col::new(f.data_type()))
+                .collect(),
+            fields: schema.fields().clone(),
+            raw: StringBuilder::new(),
+            valid: Vec::new(),
+        }
+    }
+
+    fn data_type(&self) -> DataType {
+        DataType::Struct(self.fields.clone())
+    }
+
+    fn push(&mut self, row: Option<&[Value]>, scratch: &mut Vec<u8>) -> Result<()> {
+        let Some(row) = row else {
+            for c in &mut self.cols {
+                c.null();
+            }
+            self.raw.append_null();
+            self.valid.push(false);
+            return Ok(());
+        };
+        let mut extra = serde_json::Map::new();
+        for (i, c) in self.columns.iter().enumerate() {
+            let v = row.get(i).unwrap_or(&Value::NULL);
+            if !self.cols[i]
+                .push(v)
+                .with_context(|| format!("column `{}`", c.name))?
+            {
+                extra.insert(
+                    c.name.clone(),
+                    serde_json::Value::String(temporal_text(scratch, c.kind, c.fsp, v)?),
+                );
+            }
+        }
+        if extra.is_empty() {
+            self.raw.append_null();
+        } else {
+            self.raw
+                .append_value(serde_json::Value::Object(extra).to_string());
+        }
+        self.valid.push(true);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        let mut arrays: Vec<ArrayRef> = self
+            .cols
+            .iter_mut()
+            .map(Col::finish)
+            .collect::<Result<_>>()?;
+        arrays.push(Arc::new(self.raw.finish()));
+        let nulls = arrow_buffer::NullBuffer::from(std::mem::take(&mut self.valid));
+        Ok(Arc::new(
+            arrow_array::StructArray::try_new(self.fields.clone(), arrays, Some(nulls))
+                .context("arrow struct")?,
+        ))
+    }
+}
+
+/// One table version a Parquet change-event file can hold: its row image and key.
+pub struct EventTable {
+    /// Name used in the struct columns (`before_<name>`, `after_<name>`, `key_<name>`).
+    pub name: String,
+    /// The written columns.
+    pub row: TableInfo,
+    /// The key columns.
+    pub key: TableInfo,
+}
+
+/// Where and when a change happened (the `source` struct).
+pub struct EventSourceFields<'a> {
+    /// Job name.
+    pub name: &'a str,
+    /// Event time, ms.
+    pub ts_ms: i64,
+    /// Part of a snapshot.
+    pub snapshot: bool,
+    /// Schema and table (none for DDL).
+    pub table: Option<(&'a str, &'a str)>,
+    /// Originating server.
+    pub server_id: i64,
+    /// Transaction GTID.
+    pub gtid: Option<&'a str>,
+    /// Binlog file.
+    pub file: &'a str,
+    /// Offset.
+    pub pos: i64,
+    /// Row index in the event.
+    pub row: i64,
+}
+
+/// A Parquet file of change events: `op`, `seqno`, `ts_ms`, a `source` struct, `ddl`, `db`,
+/// and per table version three nullable structs `before_<t>`, `after_<t>`, `key_<t>` (Parquet
+/// has no unions: the event's image is in the structs of its table, the others are null).
+pub struct ParquetEvents {
+    schema: SchemaRef,
+    writer: Option<ArrowWriter<Shared>>,
+    buf: Shared,
+    op: StringBuilder,
+    seqno: Int64Builder,
+    ts_ms: Int64Builder,
+    src_str: [StringBuilder; 4],
+    src_opt: [StringBuilder; 3],
+    src_long: [Int64Builder; 4],
+    src_fields: arrow_schema::Fields,
+    file: StringBuilder,
+    ddl: StringBuilder,
+    db: StringBuilder,
+    tables: Vec<[StructCols; 3]>,
+    rows: usize,
+    scratch: Vec<u8>,
+}
+
+impl ParquetEvents {
+    /// A file that can hold `tables`; `zstd` is the level inside the file.
+    ///
+    /// # Errors
+    /// When the writer cannot be created.
+    pub fn new(tables: &[EventTable], zstd: Option<i32>) -> Result<ParquetEvents> {
+        let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+        let l = |n: &str| Field::new(n, DataType::Int64, false);
+        // version, connector, name, snapshot | db, table, gtid | ts_ms, server_id, pos, row;
+        // then file (a string) at the end of the strings.
+        let src_fields: arrow_schema::Fields = vec![
+            s("version", false),
+            s("connector", false),
+            s("name", false),
+            s("snapshot", false),
+            s("db", true),
+            s("table", true),
+            s("gtid", true),
+            l("ts_ms"),
+            l("server_id"),
+            l("pos"),
+            l("row"),
+            s("file", false),
+        ]
+        .into();
+        let structs: Vec<[StructCols; 3]> = tables
+            .iter()
+            .map(|t| {
+                [
+                    StructCols::new(&t.row),
+                    StructCols::new(&t.row),
+                    StructCols::new(&t.key),
+                ]
+            })
+            .collect();
+        let mut fields = vec![
+            s("op", false),
+            Field::new("seqno", DataType::Int64, false),
+            Field::new("ts_ms", DataType::Int64, false),
+            Field::new("source", DataType::Struct(src_fields.clone()), false),
+            s("ddl", true),
+            s("db", true),
+        ];
+        for (t, sc) in tables.iter().zip(&structs) {
+            for (prefix, c) in ["before", "after", "key"].iter().zip(sc.iter()) {
+                fields.push(Field::new(
+                    format!("{prefix}_{}", t.name),
+                    c.data_type(),
+                    true,
+                ));
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let compression = match zstd {
+            Some(l) => Compression::ZSTD(ZstdLevel::try_new(l).map_err(|e| anyhow!("{e}"))?),
+            None => Compression::UNCOMPRESSED,
+        };
+        let props = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_created_by(format!("storagetapper {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let buf = Shared::default();
+        let writer = ArrowWriter::try_new(buf.clone(), Arc::clone(&schema), Some(props))
+            .context("cannot start a Parquet file")?;
+        Ok(ParquetEvents {
+            schema,
+            writer: Some(writer),
+            buf,
+            op: StringBuilder::new(),
+            seqno: Int64Builder::new(),
+            ts_ms: Int64Builder::new(),
+            src_str: std::array::from_fn(|_| StringBuilder::new()),
+            src_opt: std::array::from_fn(|_| StringBuilder::new()),
+            src_long: std::array::from_fn(|_| Int64Builder::new()),
+            src_fields,
+            file: StringBuilder::new(),
+            ddl: StringBuilder::new(),
+            db: StringBuilder::new(),
+            tables: structs,
+            rows: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Appends one event: a row change of table `table` (an index into the file's tables)
+    /// or, with `table` none, a DDL statement.
+    ///
+    /// # Errors
+    /// When a value does not fit its column.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        op: &str,
+        seqno: i64,
+        ts_ms: i64,
+        src: &EventSourceFields<'_>,
+        table: Option<usize>,
+        images: [Option<&[Value]>; 3],
+        ddl: Option<(&str, &str)>,
+    ) -> Result<()> {
+        self.op.append_value(op);
+        self.seqno.append_value(seqno);
+        self.ts_ms.append_value(ts_ms);
+        self.src_str[0].append_value(env!("CARGO_PKG_VERSION"));
+        self.src_str[1].append_value("mysql");
+        self.src_str[2].append_value(src.name);
+        self.src_str[3].append_value(if src.snapshot { "true" } else { "false" });
+        self.src_opt[0].append_option(src.table.map(|t| t.0));
+        self.src_opt[1].append_option(src.table.map(|t| t.1));
+        self.src_opt[2].append_option(src.gtid);
+        self.src_long[0].append_value(src.ts_ms);
+        self.src_long[1].append_value(src.server_id);
+        self.src_long[2].append_value(src.pos);
+        self.src_long[3].append_value(src.row);
+        self.ddl.append_option(ddl.map(|d| d.1));
+        self.db.append_option(ddl.map(|d| d.0));
+        self.file.append_value(src.file);
+        for (i, sc) in self.tables.iter_mut().enumerate() {
+            for (j, c) in sc.iter_mut().enumerate() {
+                let image = if table == Some(i) { images[j] } else { None };
+                c.push(image, &mut self.scratch)?;
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Writes what is buffered as a record batch (at a transaction boundary, or at the end);
+    /// the file's bytes so far go to `out`.
+    ///
+    /// # Errors
+    /// On encoding failure.
+    pub fn flush(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if self.rows == 0 {
+            return self.buf.drain_into(out);
+        }
+        let mut src: Vec<ArrayRef> = Vec::with_capacity(12);
+        for b in &mut self.src_str {
+            src.push(Arc::new(b.finish()));
+        }
+        for b in &mut self.src_opt {
+            src.push(Arc::new(b.finish()));
+        }
+        for b in &mut self.src_long {
+            src.push(Arc::new(b.finish()));
+        }
+        src.push(Arc::new(self.file.finish()));
+        let mut arrays: Vec<ArrayRef> = vec![
+            Arc::new(self.op.finish()),
+            Arc::new(self.seqno.finish()),
+            Arc::new(self.ts_ms.finish()),
+            Arc::new(
+                arrow_array::StructArray::try_new(self.src_fields.clone(), src, None)
+                    .context("arrow struct")?,
+            ),
+            Arc::new(self.ddl.finish()),
+            Arc::new(self.db.finish()),
+        ];
+        for sc in &mut self.tables {
+            for c in sc.iter_mut() {
+                arrays.push(c.finish()?);
+            }
+        }
+        let batch =
+            RecordBatch::try_new(Arc::clone(&self.schema), arrays).context("arrow batch")?;
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| anyhow!("Parquet file already finished"))?;
+        w.write(&batch).context("Parquet write")?;
+        if w.in_progress_size() > ROW_GROUP_BYTES {
+            w.flush().context("Parquet row group")?;
+        }
+        self.rows = 0;
+        self.buf.drain_into(out)
+    }
+
+    /// Buffered events.
+    pub fn buffered(&self) -> usize {
+        self.rows
+    }
+
+    /// Writes the rest and the footer.
+    ///
+    /// # Errors
+    /// On encoding failure.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.flush(out)?;
+        if let Some(w) = self.writer.take() {
+            w.close().context("Parquet footer")?;
+        }
+        self.buf.drain_into(out)
+    }
+}
+
 /// Decoder: spools the stream to a temporary file (Parquet needs random access), then reads
 /// record batches from it. The spool is encrypted to a key that exists only in memory, so the
 /// decoded file never lies on disk in plain text, even when the backup is encrypted.
