@@ -387,8 +387,8 @@ pub async fn apply(
     until: &str,
 ) -> Result<ReplayOutcome> {
     let until = StartAt::parse(until).map_err(|e| anyhow!("--until {e}"))?;
-    if until == StartAt::Now {
-        bail!("--until needs a GTID or <file>:<pos>, not `now`");
+    if matches!(until, StartAt::Now | StartAt::MysqlGtid(_)) {
+        bail!("--until needs a MariaDB GTID or <file>:<pos>");
     }
     let start = meta
         .snapshot
@@ -568,6 +568,7 @@ fn reached(until: &StartAt, at: &BinlogPos, gtid: &GtidState) -> bool {
         StartAt::Now => true,
         StartAt::Gtid(g) => GtidState::parse(g).is_ok_and(|u| gtid.reached(&u)),
         StartAt::FilePos(f, p) => (seq(&at.file), at.pos) >= (seq(f), *p),
+        StartAt::MysqlGtid(_) => false,
     }
 }
 
@@ -583,6 +584,7 @@ fn beyond(until: &StartAt, at: &BinlogPos, trx_gtid: &str) -> bool {
             !u.reached(&t) && t.domains().all(|d| u.domains().any(|x| x == d))
         }
         StartAt::FilePos(f, p) => (seq(&at.file), at.pos) > (seq(f), *p),
+        StartAt::MysqlGtid(_) => false,
     }
 }
 
@@ -591,7 +593,7 @@ fn past(until: &StartAt, start: &BinlogPos, gtid: &GtidState) -> bool {
     match until {
         StartAt::FilePos(f, p) => (seq(&start.file), start.pos) > (seq(f), *p),
         StartAt::Gtid(g) => GtidState::parse(g).is_ok_and(|u| gtid.reached(&u) && *gtid != u),
-        StartAt::Now => false,
+        StartAt::Now | StartAt::MysqlGtid(_) => false,
     }
 }
 

@@ -140,6 +140,8 @@ fn reached(until: &StartAt, pos: &BinlogPos, gtid: &GtidState) -> bool {
         StartAt::Now => true,
         StartAt::Gtid(g) => GtidState::parse(g).is_ok_and(|u| gtid.reached(&u)),
         StartAt::FilePos(f, p) => (binlog_seq(&pos.file), pos.pos) >= (binlog_seq(f), *p),
+        // Refused up front (MySQL positions are tracked by file and offset).
+        StartAt::MysqlGtid(_) => false,
     }
 }
 
@@ -192,6 +194,9 @@ pub async fn follow(
     let server_id = server_id(plan, target);
     let mut conn = source.connect().await?;
     let settings = binlog::preflight(&mut conn, server_id).await?;
+    if matches!(until, Some(StartAt::MysqlGtid(_))) {
+        bail!("--until takes a MySQL server's position as <file>:<pos>, not a GTID set");
+    }
     if until == Some(StartAt::Now) {
         let p = binlog::current_position(&mut conn, settings.mariadb).await?;
         until = Some(StartAt::FilePos(p.file, p.pos));
@@ -207,7 +212,7 @@ pub async fn follow(
         ("saved" | "now", _, _) => binlog::current_position(&mut conn, settings.mariadb).await?,
         (other, _, _) => match StartAt::parse(other).map_err(|e| anyhow!("--from {e}"))? {
             StartAt::Now => binlog::current_position(&mut conn, settings.mariadb).await?,
-            StartAt::Gtid(g) => BinlogPos {
+            StartAt::Gtid(g) | StartAt::MysqlGtid(g) => BinlogPos {
                 file: String::new(),
                 pos: 4,
                 gtid: Some(g),
