@@ -320,6 +320,7 @@ pub struct EventEncoder {
     started: bool,
     avro: Option<AvroState>,
     parquet: Option<(Vec<String>, crate::format::parquet::ParquetEvents)>,
+    parquet_rows: Option<(Vec<String>, crate::format::parquet::ParquetRows)>,
 }
 
 /// An Avro changelog file: its schema (a union of the table versions it may hold), one record
@@ -499,14 +500,8 @@ impl EventEncoder {
         versions: &[AvroVersion],
         inner_zstd: Option<i32>,
     ) -> Result<EventEncoder> {
-        if format == Format::Parquet && envelope == Envelope::Row {
-            bail!(
-                "Parquet changelog files hold change events (envelope debezium or \
-                 storagetapper); for envelope = \"row\" use json, msgpack or avro"
-            );
-        }
-        let parquet = if format == Format::Parquet {
-            let tables: Vec<crate::format::parquet::EventTable> = versions
+        let tables = || -> Vec<crate::format::parquet::EventTable> {
+            versions
                 .iter()
                 .enumerate()
                 .map(|(i, v)| crate::format::parquet::EventTable {
@@ -517,16 +512,28 @@ impl EventEncoder {
                     row: v.row.clone(),
                     key: v.key.clone(),
                 })
-                .collect();
+                .collect()
+        };
+        let sigs = || versions.iter().map(|v| v.sig.clone()).collect::<Vec<_>>();
+        let parquet_rows = if format == Format::Parquet && envelope == Envelope::Row {
             Some((
-                versions.iter().map(|v| v.sig.clone()).collect(),
-                crate::format::parquet::ParquetEvents::new(&tables, inner_zstd)?,
+                sigs(),
+                crate::format::parquet::ParquetRows::new(&tables(), inner_zstd)?,
+            ))
+        } else {
+            None
+        };
+        let parquet = if format == Format::Parquet && envelope != Envelope::Row {
+            Some((
+                sigs(),
+                crate::format::parquet::ParquetEvents::new(&tables(), inner_zstd)?,
             ))
         } else {
             None
         };
         Ok(EventEncoder {
             parquet,
+            parquet_rows,
             format,
             envelope,
             json: JsonTree { first: Vec::new() },
@@ -572,6 +579,11 @@ impl EventEncoder {
             // Errors surface at the next flush or at finish.
             let _ = p.flush(out);
         }
+        if let Some((_, p)) = self.parquet_rows.as_mut()
+            && p.buffered() >= 4096
+        {
+            let _ = p.flush(out);
+        }
     }
 
     /// Ends the file (Parquet: the last row group and the footer).
@@ -580,6 +592,9 @@ impl EventEncoder {
     /// On encoding failure.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
         if let Some((_, p)) = self.parquet.as_mut() {
+            p.finish(out)?;
+        }
+        if let Some((_, p)) = self.parquet_rows.as_mut() {
             p.finish(out)?;
         }
         Ok(())
@@ -728,6 +743,27 @@ impl EventEncoder {
         if self.format == Format::Avro {
             return self.avro_row_event(t, op, seqno, src, before, after);
         }
+        if let Some((sigs, p)) = self.parquet_rows.as_mut() {
+            let i = sigs
+                .iter()
+                .position(|s| *s == t.version.sig)
+                .ok_or_else(|| NewVersion(t.version.sig.clone()))?;
+            let all = t.pick.len() == t.map.columns.len();
+            let image = after
+                .or(before)
+                .ok_or_else(|| anyhow!("event without a row"))?;
+            let image = if all { image } else { project(&image, &t.pick) };
+            let name = t.map.name();
+            p.push(
+                op.code(),
+                i64::try_from(seqno)?,
+                i64::try_from(src.ts_ms)?,
+                Some((i, &name, &image)),
+                None,
+            )?;
+            let _ = out;
+            return Ok(());
+        }
         if let Some((sigs, p)) = self.parquet.as_mut() {
             let i = sigs
                 .iter()
@@ -875,6 +911,15 @@ impl EventEncoder {
         }
         if self.format == Format::Avro {
             return self.avro_ddl_event(seqno, src, schema, statement);
+        }
+        if let Some((_, p)) = self.parquet_rows.as_mut() {
+            return p.push(
+                "ddl",
+                i64::try_from(seqno)?,
+                i64::try_from(src.ts_ms)?,
+                None,
+                Some((schema, statement)),
+            );
         }
         if let Some((_, p)) = self.parquet.as_mut() {
             let fields = Self::parquet_src(src, None)?;

@@ -814,3 +814,99 @@ fn typed_changelog(format: &str, name: &str) {
         }
     }
 }
+
+#[test]
+fn max_events_and_sigterm_stop_at_a_transaction_boundary() {
+    let case = Case::new("tail_stop");
+    case.sql("CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    let start = position();
+    let m = case.manifest(&format!(
+        "[[tables]]\nschema = \"{}\"\ntable = \"t\"\n",
+        case.name
+    ));
+    // Transactions of 3 rows: --max-events 4 stops after the second (6 events).
+    case.sql(
+        "INSERT INTO t VALUES (1,1),(2,2),(3,3); INSERT INTO t VALUES (4,4),(5,5),(6,6); \
+         INSERT INTO t VALUES (7,7),(8,8),(9,9)",
+    );
+    let out = tail_ok(&m, &["--from", &start, "--max-events", "4"]);
+    assert!(out.contains("reached --max-events: 6 events"), "{out}");
+    assert_eq!(changelog(&case).len(), 6);
+    // A running stream stopped by SIGTERM makes its file durable, saves and exits 0.
+    let child = bin()
+        .args(["tail", "-m", m.to_str().expect("path"), "--no-progress"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    case.sql("UPDATE t SET v = v + 1 WHERE id <= 2");
+    std::thread::sleep(Duration::from_millis(1000));
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "SIGTERM:\n{}", text(&o));
+    assert!(
+        text(&o).contains("stopped by signal: 5 events"),
+        "{}",
+        text(&o)
+    );
+    let events = changelog(&case);
+    check_seqnos(&events);
+    assert_eq!(events.len(), 11);
+    assert_eq!(events[10]["op"], "u");
+}
+
+#[test]
+fn parquet_row_envelope_reads_back_with_pyarrow() {
+    let case = Case::new("tail_pq_row");
+    case.sql("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(10), d DECIMAL(6,2))");
+    let start = position();
+    let m = case.manifest_with_destination(
+        "format = \"parquet\"",
+        &format!(
+            "[tail]\nenvelope = \"row\"\n\n[[tables]]\nschema = \"{}\"\ntable = \"t\"\n",
+            case.name
+        ),
+    );
+    case.sql(
+        "INSERT INTO t VALUES (1, 'a', 1.25), (2, 'b', NULL); UPDATE t SET s = 'c' WHERE id = 1; \
+         DELETE FROM t WHERE id = 2",
+    );
+    tail_ok(&m, &["--from", &start, "--until", "now"]);
+    let files = changelog_files(&case.out().join("changelog"));
+    let script = "import sys, json, pyarrow.parquet as pq\n\
+        for f in sys.argv[1:]:\n\
+        \x20   for r in pq.read_table(f).to_pylist():\n\
+        \x20       img = [v for k, v in r.items() if not k.startswith('__') and v is not None]\n\
+        \x20       print(json.dumps({'op': r['__op'], 'seqno': r['__seqno'], 'deleted': r['__deleted'],\n\
+        \x20           'table': r['__table'], 'row': {k: str(v) for k, v in img[0].items()} if img else None}))\n";
+    let o = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(&files)
+        .output()
+        .expect("python");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: Vec<J> = String::from_utf8(o.stdout)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let table = format!("{}.t", case.name);
+    assert_eq!(
+        got,
+        vec![
+            serde_json::json!({"op": "c", "seqno": 1, "deleted": "false", "table": table,
+                "row": {"id": "1", "s": "a", "d": "1.25", "__storagetapper_raw": "None"}}),
+            serde_json::json!({"op": "c", "seqno": 2, "deleted": "false", "table": table,
+                "row": {"id": "2", "s": "b", "d": "None", "__storagetapper_raw": "None"}}),
+            serde_json::json!({"op": "u", "seqno": 3, "deleted": "false", "table": table,
+                "row": {"id": "1", "s": "c", "d": "1.25", "__storagetapper_raw": "None"}}),
+            serde_json::json!({"op": "d", "seqno": 4, "deleted": "true", "table": table,
+                "row": {"id": "2", "s": "b", "d": "None", "__storagetapper_raw": "None"}}),
+        ]
+    );
+}

@@ -726,6 +726,161 @@ impl ParquetEvents {
     }
 }
 
+fn writer_for(schema: &SchemaRef, zstd: Option<i32>) -> Result<(ArrowWriter<Shared>, Shared)> {
+    let compression = match zstd {
+        Some(l) => Compression::ZSTD(ZstdLevel::try_new(l).map_err(|e| anyhow!("{e}"))?),
+        None => Compression::UNCOMPRESSED,
+    };
+    let props = WriterProperties::builder()
+        .set_compression(compression)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by(format!("storagetapper {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let buf = Shared::default();
+    let writer = ArrowWriter::try_new(buf.clone(), Arc::clone(schema), Some(props))
+        .context("cannot start a Parquet file")?;
+    Ok((writer, buf))
+}
+
+/// A Parquet changelog file with the `row` envelope: `__op`, `__seqno`, `__ts_ms`,
+/// `__deleted`, `__table`, `__schema`/`__ddl` (DDL records), and per table version one nullable
+/// struct (named after it) with the row image: the after-image, or the before-image of a
+/// delete.
+pub struct ParquetRows {
+    schema: SchemaRef,
+    writer: Option<ArrowWriter<Shared>>,
+    buf: Shared,
+    op: StringBuilder,
+    seqno: Int64Builder,
+    ts_ms: Int64Builder,
+    deleted: StringBuilder,
+    table: StringBuilder,
+    ddl_schema: StringBuilder,
+    ddl: StringBuilder,
+    tables: Vec<StructCols>,
+    rows: usize,
+    scratch: Vec<u8>,
+}
+
+impl ParquetRows {
+    /// A file that can hold `tables` (their `row` images); `zstd` is the level inside the file.
+    ///
+    /// # Errors
+    /// When the writer cannot be created.
+    pub fn new(tables: &[EventTable], zstd: Option<i32>) -> Result<ParquetRows> {
+        let structs: Vec<StructCols> = tables.iter().map(|t| StructCols::new(&t.row)).collect();
+        let mut fields = vec![
+            Field::new("__op", DataType::Utf8, false),
+            Field::new("__seqno", DataType::Int64, false),
+            Field::new("__ts_ms", DataType::Int64, false),
+            Field::new("__deleted", DataType::Utf8, false),
+            Field::new("__table", DataType::Utf8, true),
+            Field::new("__schema", DataType::Utf8, true),
+            Field::new("__ddl", DataType::Utf8, true),
+        ];
+        for (t, c) in tables.iter().zip(&structs) {
+            fields.push(Field::new(&t.name, c.data_type(), true));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let (writer, buf) = writer_for(&schema, zstd)?;
+        Ok(ParquetRows {
+            schema,
+            writer: Some(writer),
+            buf,
+            op: StringBuilder::new(),
+            seqno: Int64Builder::new(),
+            ts_ms: Int64Builder::new(),
+            deleted: StringBuilder::new(),
+            table: StringBuilder::new(),
+            ddl_schema: StringBuilder::new(),
+            ddl: StringBuilder::new(),
+            tables: structs,
+            rows: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Appends one record: a row image of table `table` (`schema.table` in `name`), or a DDL
+    /// statement (`ddl`: default schema, statement).
+    ///
+    /// # Errors
+    /// When a value does not fit its column.
+    pub fn push(
+        &mut self,
+        op: &str,
+        seqno: i64,
+        ts_ms: i64,
+        image: Option<(usize, &str, &[Value])>,
+        ddl: Option<(&str, &str)>,
+    ) -> Result<()> {
+        self.op.append_value(op);
+        self.seqno.append_value(seqno);
+        self.ts_ms.append_value(ts_ms);
+        self.deleted
+            .append_value(if op == "d" { "true" } else { "false" });
+        self.table.append_option(image.map(|i| i.1));
+        self.ddl_schema.append_option(ddl.map(|d| d.0));
+        self.ddl.append_option(ddl.map(|d| d.1));
+        for (i, c) in self.tables.iter_mut().enumerate() {
+            let row = image.filter(|im| im.0 == i).map(|im| im.2);
+            c.push(row, &mut self.scratch)?;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Buffered records.
+    pub fn buffered(&self) -> usize {
+        self.rows
+    }
+
+    /// Writes what is buffered as a record batch; the file's bytes so far go to `out`.
+    ///
+    /// # Errors
+    /// On encoding failure.
+    pub fn flush(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if self.rows == 0 {
+            return self.buf.drain_into(out);
+        }
+        let mut arrays: Vec<ArrayRef> = vec![
+            Arc::new(self.op.finish()),
+            Arc::new(self.seqno.finish()),
+            Arc::new(self.ts_ms.finish()),
+            Arc::new(self.deleted.finish()),
+            Arc::new(self.table.finish()),
+            Arc::new(self.ddl_schema.finish()),
+            Arc::new(self.ddl.finish()),
+        ];
+        for c in &mut self.tables {
+            arrays.push(c.finish()?);
+        }
+        let batch =
+            RecordBatch::try_new(Arc::clone(&self.schema), arrays).context("arrow batch")?;
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| anyhow!("Parquet file already finished"))?;
+        w.write(&batch).context("Parquet write")?;
+        if w.in_progress_size() > ROW_GROUP_BYTES {
+            w.flush().context("Parquet row group")?;
+        }
+        self.rows = 0;
+        self.buf.drain_into(out)
+    }
+
+    /// Writes the rest and the footer.
+    ///
+    /// # Errors
+    /// On encoding failure.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.flush(out)?;
+        if let Some(w) = self.writer.take() {
+            w.close().context("Parquet footer")?;
+        }
+        self.buf.drain_into(out)
+    }
+}
+
 /// Decoder: spools the stream to a temporary file (Parquet needs random access), then reads
 /// record batches from it. The spool is encrypted to a key that exists only in memory, so the
 /// decoded file never lies on disk in plain text, even when the backup is encrypted.
