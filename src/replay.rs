@@ -40,6 +40,8 @@ enum Cell {
     Mp(rmpv::Value),
     /// An Avro value, with the exact text kept for it in `__storagetapper_raw`, if any.
     Avro(apache_avro::types::Value, Option<String>),
+    /// A one-row slice of a Parquet column, with the row's `__storagetapper_raw` object.
+    Parquet(arrow_array::ArrayRef, Option<HashMap<String, String>>),
 }
 
 type Row = Vec<(String, Cell)>;
@@ -58,6 +60,8 @@ struct Event {
     after: Option<Row>,
     key: Vec<String>,
     ddl: Option<String>,
+    /// A statement of an SQL changelog (its table in `db`/`table`).
+    sql: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +166,7 @@ fn parse_json_event(line: &str) -> Result<Event> {
         after: json_row(e.after)?,
         key,
         ddl: e.ddl,
+        sql: None,
     })
 }
 
@@ -212,6 +217,7 @@ fn mp_event(v: rmpv::Value) -> Result<Event> {
             .map(|(n, _)| n)
             .collect(),
         ddl: text(get("ddl")),
+        sql: None,
     })
 }
 
@@ -284,7 +290,210 @@ fn avro_event(v: apache_avro::types::Value) -> Result<Event> {
             .map(|(n, _)| n)
             .collect(),
         ddl: text(f.remove("ddl")),
+        sql: None,
     })
+}
+
+/// The events of one Parquet record batch (the change-event layout, not `row`).
+fn parquet_events(batch: &arrow_array::RecordBatch) -> Result<Vec<Event>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use arrow_array::{Array, StructArray};
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| anyhow!("Parquet changelog without column `{name}` (envelope row?)"))
+    };
+    let text = |a: &dyn Array, i: usize| -> Option<String> {
+        let s = a.as_string_opt::<i32>()?;
+        (!s.is_null(i)).then(|| s.value(i).to_string())
+    };
+    let op = col("op")?;
+    let seqno = col("seqno")?;
+    let ddl = col("ddl")?;
+    let db = col("db")?;
+    let source = col("source")?.as_struct();
+    let sfield = |n: &str| {
+        source
+            .column_by_name(n)
+            .ok_or_else(|| anyhow!("Parquet changelog: source has no `{n}`"))
+    };
+    let (s_db, s_table, s_gtid, s_file, s_pos) = (
+        sfield("db")?,
+        sfield("table")?,
+        sfield("gtid")?,
+        sfield("file")?,
+        sfield("pos")?,
+    );
+    let images: Vec<(String, &StructArray)> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(f, _)| {
+            ["before_", "after_", "key_"]
+                .iter()
+                .any(|p| f.name().starts_with(p))
+        })
+        .map(|(f, a)| (f.name().clone(), a.as_struct()))
+        .collect();
+    let image = |prefix: &str, i: usize| -> Result<Option<Row>> {
+        for (name, st) in &images {
+            if !name.starts_with(prefix) || st.is_null(i) {
+                continue;
+            }
+            let raw = match st
+                .column_by_name(RAW_FIELD)
+                .and_then(|r| text(r.as_ref(), i))
+            {
+                Some(t) => Some(serde_json::from_str::<HashMap<String, String>>(&t)?),
+                None => None,
+            };
+            let mut row = Vec::new();
+            for (f, child) in st.fields().iter().zip(st.columns()) {
+                if f.name() != RAW_FIELD {
+                    row.push((
+                        f.name().clone(),
+                        Cell::Parquet(child.slice(i, 1), raw.clone()),
+                    ));
+                }
+            }
+            return Ok(Some(row));
+        }
+        Ok(None)
+    };
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        out.push(Event {
+            op: text(op.as_ref(), i).ok_or_else(|| anyhow!("event without op"))?,
+            db: text(db.as_ref(), i)
+                .or_else(|| text(s_db.as_ref(), i))
+                .unwrap_or_default(),
+            table: text(s_table.as_ref(), i).unwrap_or_default(),
+            gtid: text(s_gtid.as_ref(), i).unwrap_or_default(),
+            file: text(s_file.as_ref(), i).unwrap_or_default(),
+            pos: u64::try_from(s_pos.as_primitive::<Int64Type>().value(i)).unwrap_or(0),
+            seqno: u64::try_from(seqno.as_primitive::<Int64Type>().value(i)).unwrap_or(0),
+            before: image("before_", i)?,
+            after: image("after_", i)?,
+            key: image("key_", i)?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
+            ddl: text(ddl.as_ref(), i),
+            sql: None,
+        });
+    }
+    Ok(out)
+}
+
+/// `` `a``b`.`c` `` at the start of `s`: the two identifiers and the rest.
+fn qualified_name(s: &str) -> Option<(String, String, &str)> {
+    fn ident(s: &str) -> Option<(String, &str)> {
+        let mut out = String::new();
+        let mut chars = s.strip_prefix('`')?.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '`' {
+                if chars.peek().map(|p| p.1) == Some('`') {
+                    chars.next();
+                    out.push('`');
+                } else {
+                    return Some((out, &s[i + 2..]));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        None
+    }
+    let (db, rest) = ident(s)?;
+    let (table, rest) = ident(rest.strip_prefix('.')?)?;
+    Some((db, table, rest))
+}
+
+/// The events of an SQL changelog file: one per statement, with the position comments.
+fn sql_events(input: impl BufRead, name: &str) -> Result<Vec<Event>> {
+    let field = |line: &str, key: &str| -> Option<String> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key).map(str::to_string))
+    };
+    let mut out: Vec<Event> = Vec::new();
+    let mut gtid = String::new();
+    let mut cur: Option<Event> = None;
+    let mut ddl: Option<(Event, String)> = None;
+    let flush_ddl = |ddl: &mut Option<(Event, String)>, out: &mut Vec<Event>| {
+        if let Some((mut e, text)) = ddl.take() {
+            let t = text.trim().trim_end_matches(';').to_string();
+            e.ddl = Some(t);
+            out.push(e);
+        }
+    };
+    for (n, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("{name}, line {}", n + 1))?;
+        if let Some(g) = line.strip_prefix("-- gtid=") {
+            flush_ddl(&mut ddl, &mut out);
+            gtid = g.trim().to_string();
+            continue;
+        }
+        if line.starts_with("-- seqno=") {
+            flush_ddl(&mut ddl, &mut out);
+            let pos = field(&line, "pos=").unwrap_or_default();
+            let (file, pos) = pos.rsplit_once(':').unwrap_or(("", "0"));
+            let e = Event {
+                op: field(&line, "op=").unwrap_or_default(),
+                db: String::new(),
+                table: String::new(),
+                gtid: field(&line, "gtid=").unwrap_or_else(|| gtid.clone()),
+                file: file.to_string(),
+                pos: pos.parse().unwrap_or(0),
+                seqno: field(&line, "seqno=")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                before: None,
+                after: None,
+                key: Vec::new(),
+                ddl: None,
+                sql: None,
+            };
+            if e.op == "ddl" {
+                ddl = Some((e, String::new()));
+            } else {
+                cur = Some(e);
+            }
+            continue;
+        }
+        if let Some((e, text)) = ddl.as_mut() {
+            if let Some(db) = line.strip_prefix("USE ").and_then(|r| r.strip_suffix(';'))
+                && text.is_empty()
+                && e.db.is_empty()
+            {
+                e.db = db.trim_matches('`').replace("``", "`");
+                continue;
+            }
+            text.push_str(&line);
+            text.push('\n');
+            continue;
+        }
+        if line.starts_with("/*!") || line == "BEGIN;" || line == "COMMIT;" || line.is_empty() {
+            continue;
+        }
+        let mut e = cur
+            .take()
+            .ok_or_else(|| anyhow!("{name}, line {}: a statement without its comment", n + 1))?;
+        let rest = ["INSERT INTO ", "UPDATE ", "DELETE FROM "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p))
+            .ok_or_else(|| anyhow!("{name}, line {}: not a change statement", n + 1))?;
+        let (db, table, _) = qualified_name(rest)
+            .ok_or_else(|| anyhow!("{name}, line {}: no `schema`.`table`", n + 1))?;
+        e.db = db;
+        e.table = table;
+        e.sql = Some(line);
+        out.push(e);
+    }
+    flush_ddl(&mut ddl, &mut out);
+    Ok(out)
 }
 
 /// Reads every event of the changelog files in order, on a blocking thread.
@@ -341,10 +550,25 @@ fn read_events(
                             }
                         }
                     }
-                    other => bail!(
-                        "restore --until reads json, msgpack or avro changelogs; this one is {}",
-                        other.ext()
-                    ),
+                    Format::Parquet => {
+                        for batch in crate::format::parquet::read_batches(input)
+                            .with_context(|| format!("{f}: not a Parquet file"))?
+                        {
+                            let batch = batch.with_context(|| format!("{f}: damaged"))?;
+                            for e in parquet_events(&batch).with_context(|| f.clone())? {
+                                if tx.blocking_send(Ok(e)).is_err() {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                    Format::Sql => {
+                        for e in sql_events(input, &f)? {
+                            if tx.blocking_send(Ok(e)).is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
                 }
             }
             Ok(())
@@ -640,6 +864,7 @@ fn decode(schema: &TableSchema, row: &Row) -> Result<Vec<(String, Value, ColumnI
                 }
                 crate::format::avro::value_of(&info, v.clone(), &m)?
             }
+            Cell::Parquet(a, raw) => crate::format::parquet::value_at(&info, a, raw.clone())?,
         };
         out.push((name.clone(), v, info));
     }
@@ -712,6 +937,27 @@ async fn apply_trx(
         let Some(target_db) = mapping.tables.get(&(e.db.clone(), e.table.clone())) else {
             continue;
         };
+        if let Some(stmt) = &e.sql {
+            // An SQL changelog statement: into the target table, inserts as REPLACE.
+            let (verb, rest) = ["INSERT INTO ", "UPDATE ", "DELETE FROM "]
+                .iter()
+                .find_map(|p| stmt.strip_prefix(p).map(|r| (*p, r)))
+                .ok_or_else(|| anyhow!("seqno {}: not a change statement", e.seqno))?;
+            let (_, _, tail) = qualified_name(rest)
+                .ok_or_else(|| anyhow!("seqno {}: no `schema`.`table`", e.seqno))?;
+            let verb = if verb == "INSERT INTO " {
+                "REPLACE INTO "
+            } else {
+                verb
+            };
+            statements.push(format!(
+                "{verb}{}{}",
+                quote_table(target_db, &e.table),
+                tail.trim_end_matches(';')
+            ));
+            applied += 1;
+            continue;
+        }
         let schema = target_schema(conn, schemas, target_db, &e.table)
             .await?
             .clone();

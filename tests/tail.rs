@@ -510,6 +510,16 @@ fn point_in_time_restore_from_a_msgpack_changelog() {
 }
 
 #[test]
+fn point_in_time_restore_from_an_sql_changelog() {
+    pitr("tail_pitr_sql", "sql", "debezium");
+}
+
+#[test]
+fn point_in_time_restore_from_a_parquet_changelog() {
+    pitr("tail_pitr_pq", "parquet", "debezium");
+}
+
+#[test]
 fn point_in_time_restore_from_an_avro_changelog() {
     pitr("tail_pitr_av", "avro", "debezium");
 }

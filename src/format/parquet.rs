@@ -881,6 +881,36 @@ impl ParquetRows {
     }
 }
 
+/// Record batches of a Parquet file read from a stream (spooled like [`ParquetDecoder`]).
+///
+/// # Errors
+/// When the input is not a Parquet file.
+pub fn read_batches(
+    input: impl std::io::Read,
+) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
+    let spool = SealedSpool::new(input)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(spool)
+        .context("not a Parquet file (or cut off)")?
+        .with_batch_size(4096)
+        .build()?;
+    Ok(reader.map(|b| b.context("Parquet read")))
+}
+
+/// The value at row 0 of `a` (a one-row slice of a column written for `c`), canonical;
+/// `raw` is the row's `__storagetapper_raw` object, if any.
+///
+/// # Errors
+/// When the value does not fit the column.
+pub fn value_at(
+    c: &ColumnInfo,
+    a: &ArrayRef,
+    raw: Option<HashMap<String, String>>,
+) -> Result<Value> {
+    column_values(c, a, &[raw])?
+        .pop()
+        .ok_or_else(|| anyhow!("empty Parquet value"))
+}
+
 /// Decoder: spools the stream to a temporary file (Parquet needs random access), then reads
 /// record batches from it. The spool is encrypted to a key that exists only in memory, so the
 /// decoded file never lies on disk in plain text, even when the backup is encrypted.
