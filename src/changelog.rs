@@ -565,7 +565,10 @@ impl EventEncoder {
     }
 
     /// Ends a transaction that had events (SQL: `COMMIT`; Avro: the block is written).
-    pub fn commit(&mut self, out: &mut Vec<u8>) {
+    ///
+    /// # Errors
+    /// When a Parquet batch cannot be encoded.
+    pub fn commit(&mut self, out: &mut Vec<u8>) -> Result<()> {
         if self.format == Format::Sql && self.sql_in_trx {
             out.extend_from_slice(b"COMMIT;\n");
             self.sql_in_trx = false;
@@ -573,17 +576,28 @@ impl EventEncoder {
         if let Some(a) = self.avro.as_mut() {
             a.flush(out);
         }
+        Ok(())
+    }
+
+    /// Keeps memory bounded inside a large transaction: a full Avro block or a full Parquet
+    /// batch goes to `out` now (the file is still only committed at a transaction boundary).
+    fn bound(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if let Some(a) = self.avro.as_mut()
+            && a.block.len() >= 1 << 20
+        {
+            a.flush(out);
+        }
         if let Some((_, p)) = self.parquet.as_mut()
             && p.buffered() >= 4096
         {
-            // Errors surface at the next flush or at finish.
-            let _ = p.flush(out);
+            p.flush(out)?;
         }
         if let Some((_, p)) = self.parquet_rows.as_mut()
             && p.buffered() >= 4096
         {
-            let _ = p.flush(out);
+            p.flush(out)?;
         }
+        Ok(())
     }
 
     /// Ends the file (Parquet: the last row group and the footer).
@@ -741,7 +755,8 @@ impl EventEncoder {
             return self.sql_event(out, t, op, seqno, src, before.as_deref(), after.as_deref());
         }
         if self.format == Format::Avro {
-            return self.avro_row_event(t, op, seqno, src, before, after);
+            self.avro_row_event(t, op, seqno, src, before, after)?;
+            return self.bound(out);
         }
         if let Some((sigs, p)) = self.parquet_rows.as_mut() {
             let i = sigs
@@ -761,8 +776,7 @@ impl EventEncoder {
                 Some((i, &name, &image)),
                 None,
             )?;
-            let _ = out;
-            return Ok(());
+            return self.bound(out);
         }
         if let Some((sigs, p)) = self.parquet.as_mut() {
             let i = sigs
@@ -790,8 +804,7 @@ impl EventEncoder {
                 [before.as_deref(), after.as_deref(), Some(&key)],
                 None,
             )?;
-            let _ = out;
-            return Ok(());
+            return self.bound(out);
         }
         let all = t.pick.len() == t.map.columns.len();
         let pick = |row: Vec<Value>, pick: &[usize]| if all { row } else { project(&row, pick) };
@@ -894,7 +907,7 @@ impl EventEncoder {
         statement: &str,
     ) -> Result<()> {
         if self.format == Format::Sql {
-            self.commit(out);
+            self.commit(out)?;
             out.extend_from_slice(
                 format!(
                     "-- seqno={seqno} op=ddl gtid={} pos={}:{}\n",
@@ -910,20 +923,22 @@ impl EventEncoder {
             return Ok(());
         }
         if self.format == Format::Avro {
-            return self.avro_ddl_event(seqno, src, schema, statement);
+            self.avro_ddl_event(seqno, src, schema, statement)?;
+            return self.bound(out);
         }
         if let Some((_, p)) = self.parquet_rows.as_mut() {
-            return p.push(
+            p.push(
                 "ddl",
                 i64::try_from(seqno)?,
                 i64::try_from(src.ts_ms)?,
                 None,
                 Some((schema, statement)),
-            );
+            )?;
+            return self.bound(out);
         }
         if let Some((_, p)) = self.parquet.as_mut() {
             let fields = Self::parquet_src(src, None)?;
-            return p.push(
+            p.push(
                 "ddl",
                 i64::try_from(seqno)?,
                 i64::try_from(now_ms())?,
@@ -931,7 +946,8 @@ impl EventEncoder {
                 None,
                 [None, None, None],
                 Some((schema, statement)),
-            );
+            )?;
+            return self.bound(out);
         }
         let envelope = self.envelope;
         let tree = self.tree();

@@ -494,7 +494,7 @@ pub async fn follow(
                     in_trx = false;
                     transactions += 1;
                     if trx_events > 0 {
-                        encoder.commit(&mut buf);
+                        encoder.commit(&mut buf)?;
                     }
                     let pos = reader.position();
                     let boundary_stop = if cancel.is_cancelled() {
