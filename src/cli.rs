@@ -333,6 +333,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     until,
                     max_events,
                     duration,
+                    progress: mode != progress::Mode::Hidden,
                 };
                 let t = crate::tail::follow(&plan, &target, Some(from), &opts, cancel).await?;
                 print_tail(&t);
@@ -354,6 +355,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 until,
                 max_events,
                 duration,
+                progress: mode != progress::Mode::Hidden,
             };
             let out = crate::tail::run(&plan, &opts, cancel).await?;
             print_tail(&out);

@@ -34,6 +34,8 @@ pub struct TailOptions {
     pub max_events: Option<u64>,
     /// Stop at the first transaction boundary after this long.
     pub duration: Option<Duration>,
+    /// A progress log line every 5 seconds (`--no-progress` turns it off).
+    pub progress: bool,
 }
 
 /// Why a run ended.
@@ -575,7 +577,7 @@ pub async fn follow(
                 f.write(std::mem::replace(&mut buf, Vec::with_capacity(1 << 20)))
                     .await?;
             }
-            if last_report.elapsed() >= Duration::from_secs(5) {
+            if opts.progress && last_report.elapsed() >= Duration::from_secs(5) {
                 let secs = last_report.elapsed().as_secs_f64();
                 let behind = lag_bytes(&mut conn, &reader.position()).await;
                 // Caught up: no lag, whatever the age of the last event.
