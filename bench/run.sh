@@ -259,6 +259,7 @@ prepare() {
 check_run() {
     local id=$1 n
     case $id in
+    st-tail) ;;
     st-*)
         n=$(find "$OUT/$id" -name metadata.json | wc -l)
         [ "$n" -eq 1 ] || die "$id: expected one complete backup (metadata.json), found $n"
