@@ -49,6 +49,28 @@ pub enum StartAt {
     MysqlGtid(String),
 }
 
+impl StartAt {
+    /// Has a stream at `pos`, with GTID state `gtid`, reached this position? (`now` must have
+    /// been resolved to a file and offset first; a MySQL GTID set is never reached, since MySQL
+    /// positions are tracked by file and offset.)
+    pub fn reached_by(&self, pos: &BinlogPos, gtid: &GtidState) -> bool {
+        match self {
+            StartAt::Now => true,
+            StartAt::Gtid(g) => GtidState::parse(g).is_ok_and(|u| gtid.reached(&u)),
+            StartAt::FilePos(f, p) => (file_seq(&pos.file), pos.pos) >= (file_seq(f), *p),
+            StartAt::MysqlGtid(_) => false,
+        }
+    }
+}
+
+/// The sequence number of a binlog file name (`binlog.000010` → 10), which orders files.
+pub fn file_seq(file: &str) -> u64 {
+    file.rsplit('.')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Does `s` start like a MySQL GTID set (`3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5`)?
 pub fn is_mysql_gtid_set(s: &str) -> bool {
     let b = s.as_bytes();

@@ -220,6 +220,17 @@ impl StreamTable {
     }
 }
 
+impl StreamTable {
+    /// The written columns of a row image (the image itself when every column is written).
+    fn written(&self, row: Vec<Value>) -> Vec<Value> {
+        if self.pick.len() == self.map.columns.len() {
+            row
+        } else {
+            project(&row, &self.pick)
+        }
+    }
+}
+
 /// The values of `row` at `pick`.
 fn project(row: &[Value], pick: &[usize]) -> Vec<Value> {
     pick.iter()
@@ -652,13 +663,11 @@ impl EventEncoder {
             .position(|s| *s == t.version.sig)
             .ok_or_else(|| NewVersion(t.version.sig.clone()))?;
         let branch = i64::try_from(i)?;
-        let all = t.pick.len() == t.map.columns.len();
-        let pick = |row: Vec<Value>| if all { row } else { project(&row, &t.pick) };
         if envelope == Envelope::Row {
             let image = after
                 .or(before)
                 .ok_or_else(|| anyhow!("event without a row"))?;
-            let mut row = pick(image);
+            let mut row = t.written(image);
             row.push(Value::Bytes(op.code().as_bytes().to_vec()));
             row.push(Value::Int(i64::try_from(seqno)?));
             row.push(Value::Int(i64::try_from(src.ts_ms)?));
@@ -681,7 +690,7 @@ impl EventEncoder {
                 match image {
                     Some(r) => {
                         write_long(&mut a.block, branch + 1);
-                        a.row[i].record(&pick(r), &mut a.block)?;
+                        a.row[i].record(&t.written(r), &mut a.block)?;
                     }
                     None => write_long(&mut a.block, 0),
                 }
@@ -763,11 +772,11 @@ impl EventEncoder {
                 .iter()
                 .position(|s| *s == t.version.sig)
                 .ok_or_else(|| NewVersion(t.version.sig.clone()))?;
-            let all = t.pick.len() == t.map.columns.len();
-            let image = after
-                .or(before)
-                .ok_or_else(|| anyhow!("event without a row"))?;
-            let image = if all { image } else { project(&image, &t.pick) };
+            let image = t.written(
+                after
+                    .or(before)
+                    .ok_or_else(|| anyhow!("event without a row"))?,
+            );
             let name = t.map.name();
             p.push(
                 op.code(),
@@ -783,8 +792,6 @@ impl EventEncoder {
                 .iter()
                 .position(|s| *s == t.version.sig)
                 .ok_or_else(|| NewVersion(t.version.sig.clone()))?;
-            let all = t.pick.len() == t.map.columns.len();
-            let pick = |row: Vec<Value>| if all { row } else { project(&row, &t.pick) };
             let key = project(
                 after
                     .as_deref()
@@ -792,8 +799,8 @@ impl EventEncoder {
                     .ok_or_else(|| anyhow!("event without a row"))?,
                 &t.key,
             );
-            let before = before.map(pick);
-            let after = after.map(pick);
+            let before = before.map(|b| t.written(b));
+            let after = after.map(|a| t.written(a));
             let fields = Self::parquet_src(src, Some((&t.map.schema, &t.map.table)))?;
             p.push(
                 op.code(),
@@ -806,13 +813,11 @@ impl EventEncoder {
             )?;
             return self.bound(out);
         }
-        let all = t.pick.len() == t.map.columns.len();
-        let pick = |row: Vec<Value>, pick: &[usize]| if all { row } else { project(&row, pick) };
-        if let Some(flat) = t.flat.as_mut() {
+        if t.flat.is_some() {
             let image = after
                 .or(before)
                 .ok_or_else(|| anyhow!("event without a row"))?;
-            let mut row = pick(image, &t.pick);
+            let mut row = t.written(image);
             row.push(Value::Bytes(op.code().as_bytes().to_vec()));
             row.push(Value::Int(i64::try_from(seqno)?));
             row.push(Value::Int(i64::try_from(src.ts_ms)?));
@@ -825,6 +830,10 @@ impl EventEncoder {
                 Format::Msgpack => &mut self.msgpack,
                 _ => &mut self.json,
             };
+            let flat = t
+                .flat
+                .as_mut()
+                .ok_or_else(|| anyhow!("row envelope encoder missing"))?;
             tree.row(out, flat.as_mut(), row)?;
             tree.end_event(out);
             return Ok(());
@@ -838,8 +847,8 @@ impl EventEncoder {
                 .ok_or_else(|| anyhow!("event without a row"))?,
             &t.key,
         );
-        let before = before.map(|b| pick(b, &t.pick));
-        let after = after.map(|a| pick(a, &t.pick));
+        let before = before.map(|b| t.written(b));
+        let after = after.map(|a| t.written(a));
         let tree = self.tree();
         tree.open(
             out,

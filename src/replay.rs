@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::binlog::{GtidState, StartAt};
+use crate::binlog::{GtidState, StartAt, file_seq};
 use crate::crypto::{self, Identities};
 use crate::format::ColumnInfo;
 use crate::format::json::RAW_FIELD;
@@ -670,7 +670,7 @@ pub async fn apply(
     let mut transactions = 0u64;
     let mut current: Option<(String, Vec<Event>)> = None;
     let mut last = start.clone();
-    let mut done = reached(&until, &start, &gtid);
+    let mut done = until.reached_by(&start, &gtid);
     while !done {
         let Some(e) = rx.recv().await else {
             break;
@@ -721,7 +721,7 @@ pub async fn apply(
                 gtid: Some(gtid.to_string()),
             };
         }
-        done = done || reached(&until, &last, &gtid);
+        done = done || until.reached_by(&last, &gtid);
     }
     if !done && let Some(c) = &covered {
         // No events between the last one and the end the stream covered.
@@ -735,7 +735,7 @@ pub async fn apply(
             .as_deref()
             .and_then(|g| GtidState::parse(g).ok())
             .unwrap_or_default();
-        if reached(&until, &end, &end_gtid) {
+        if until.reached_by(&end, &end_gtid) {
             done = true;
         } else {
             last = end;
@@ -748,11 +748,7 @@ pub async fn apply(
         );
     }
     if let Some(to) = must_reach
-        && !reached(
-            &StartAt::FilePos(to.file.clone(), to.pos),
-            &last,
-            &GtidState::default(),
-        )
+        && !StartAt::FilePos(to.file.clone(), to.pos).reached_by(&last, &GtidState::default())
         && to
             .gtid
             .as_deref()
@@ -779,23 +775,6 @@ fn advance(state: &mut GtidState, gtid: &str) {
     }
 }
 
-fn seq(file: &str) -> u64 {
-    file.rsplit('.')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Has the stream reached `until` with what has been applied?
-fn reached(until: &StartAt, at: &BinlogPos, gtid: &GtidState) -> bool {
-    match until {
-        StartAt::Now => true,
-        StartAt::Gtid(g) => GtidState::parse(g).is_ok_and(|u| gtid.reached(&u)),
-        StartAt::FilePos(f, p) => (seq(&at.file), at.pos) >= (seq(f), *p),
-        StartAt::MysqlGtid(_) => false,
-    }
-}
-
 /// Is `at`, an event of the transaction `trx_gtid`, past `until`?
 fn beyond(until: &StartAt, at: &BinlogPos, trx_gtid: &str) -> bool {
     match until {
@@ -807,7 +786,7 @@ fn beyond(until: &StartAt, at: &BinlogPos, trx_gtid: &str) -> bool {
             // Past when its domain's sequence number is beyond the target's.
             !u.reached(&t) && t.domains().all(|d| u.domains().any(|x| x == d))
         }
-        StartAt::FilePos(f, p) => (seq(&at.file), at.pos) > (seq(f), *p),
+        StartAt::FilePos(f, p) => (file_seq(&at.file), at.pos) > (file_seq(f), *p),
         StartAt::MysqlGtid(_) => false,
     }
 }
@@ -815,7 +794,7 @@ fn beyond(until: &StartAt, at: &BinlogPos, trx_gtid: &str) -> bool {
 /// Is the snapshot start already past `until` (so the position cannot be restored)?
 fn past(until: &StartAt, start: &BinlogPos, gtid: &GtidState) -> bool {
     match until {
-        StartAt::FilePos(f, p) => (seq(&start.file), start.pos) > (seq(f), *p),
+        StartAt::FilePos(f, p) => (file_seq(&start.file), start.pos) > (file_seq(f), *p),
         StartAt::Gtid(g) => GtidState::parse(g).is_ok_and(|u| gtid.reached(&u) && *gtid != u),
         StartAt::Now | StartAt::MysqlGtid(_) => false,
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::binlog::{self, BinlogReader, Change, GtidState, Item, StartAt, TableFilter};
+use crate::binlog::{self, BinlogReader, Change, Item, StartAt, TableFilter};
 use crate::changelog::{self, ChangeFile, EventEncoder, EventSource, Op, StreamTable};
 use crate::manifest::{Compression, Format, Plan, TableRule};
 use crate::sink::Sink;
@@ -134,27 +134,6 @@ fn table_filter(rules: &[TableRule]) -> TableFilter {
 
 fn rule_for<'a>(rules: &'a [TableRule], schema: &str, table: &str) -> Option<&'a TableRule> {
     rules.iter().find(|r| r.matches(schema, table))
-}
-
-/// Has the stream reached `until`?
-fn reached(until: &StartAt, pos: &BinlogPos, gtid: &GtidState) -> bool {
-    match until {
-        StartAt::Now => true,
-        StartAt::Gtid(g) => GtidState::parse(g).is_ok_and(|u| gtid.reached(&u)),
-        StartAt::FilePos(f, p) => (binlog_seq(&pos.file), pos.pos) >= (binlog_seq(f), *p),
-        // Refused up front (MySQL positions are tracked by file and offset).
-        StartAt::MysqlGtid(_) => false,
-    }
-}
-
-/// Orders binlog file names by their numeric suffix (`binlog.000010` > `binlog.000009`).
-fn binlog_seq(file: &str) -> (u64, String) {
-    let n = file
-        .rsplit('.')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (n, file.to_string())
 }
 
 /// Runs `tail`.
@@ -276,6 +255,13 @@ pub async fn follow(
         Format::Parquet => (None, level),
         _ => (level, None),
     };
+    let new_file = NewFile {
+        sink: &sink,
+        dir: &target.dir,
+        plan,
+        zstd,
+        inner_zstd,
+    };
     let rotate_bytes = m.tail.rotate_bytes.0.max(1);
     let rotate_interval = m.tail.rotate_interval.0;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
@@ -300,7 +286,7 @@ pub async fn follow(
     let stop: Stop;
 
     if let Some(u) = &until
-        && reached(u, &saved_pos, reader.gtid_state())
+        && u.reached_by(&saved_pos, reader.gtid_state())
     {
         stop = Stop::Until;
     } else {
@@ -411,25 +397,9 @@ pub async fn follow(
                         row: 0,
                     };
                     if file.is_none() {
-                        let path = format!(
-                            "{}/{}",
-                            target.dir,
-                            changelog::file_name(
-                                next_file,
-                                m.destination.format,
-                                m.destination.compression,
-                                !plan.recipients.is_empty()
-                            )
-                        );
-                        let f = ChangeFile::create(&sink, &path, zstd, &plan.recipients).await?;
-                        encoder = EventEncoder::for_file(
-                            m.destination.format,
-                            m.tail.envelope,
-                            &avro_known,
-                            inner_zstd,
-                        )?;
-                        encoder.start(&mut buf);
+                        let (f, e) = open_file(&new_file, next_file, &avro_known, &mut buf).await?;
                         file = Some((f, Instant::now()));
+                        encoder = e;
                     }
                     for (n, c) in changes.into_iter().enumerate() {
                         src.row = n as u64;
@@ -454,26 +424,10 @@ pub async fn follow(
                         reader.forget_schema(&schema);
                         tables.retain(|(s, _), _| *s != schema);
                         if file.is_none() {
-                            let path = format!(
-                                "{}/{}",
-                                target.dir,
-                                changelog::file_name(
-                                    next_file,
-                                    m.destination.format,
-                                    m.destination.compression,
-                                    !plan.recipients.is_empty()
-                                )
-                            );
-                            let f =
-                                ChangeFile::create(&sink, &path, zstd, &plan.recipients).await?;
-                            encoder = EventEncoder::for_file(
-                                m.destination.format,
-                                m.tail.envelope,
-                                &avro_known,
-                                inner_zstd,
-                            )?;
-                            encoder.start(&mut buf);
+                            let (f, e) =
+                                open_file(&new_file, next_file, &avro_known, &mut buf).await?;
                             file = Some((f, Instant::now()));
+                            encoder = e;
                         }
                         let p = reader.position();
                         let src = EventSource {
@@ -505,7 +459,7 @@ pub async fn follow(
                         Some(Stop::MaxEvents)
                     } else if until
                         .as_ref()
-                        .is_some_and(|u| reached(u, &pos, reader.gtid_state()))
+                        .is_some_and(|u| u.reached_by(&pos, reader.gtid_state()))
                     {
                         Some(Stop::Until)
                     } else if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
@@ -722,6 +676,40 @@ async fn apply_where(
         }
     }
     Ok(out)
+}
+
+/// What opening a changelog file needs.
+struct NewFile<'a> {
+    sink: &'a Sink,
+    dir: &'a str,
+    plan: &'a Plan,
+    zstd: Option<i32>,
+    inner_zstd: Option<i32>,
+}
+
+/// Starts changelog file number `n` and its encoder (whose header goes to `buf`); an Avro or
+/// Parquet file's schema holds the table versions in `versions`.
+async fn open_file(
+    nf: &NewFile<'_>,
+    n: u64,
+    versions: &[changelog::AvroVersion],
+    buf: &mut Vec<u8>,
+) -> Result<(ChangeFile, EventEncoder)> {
+    let d = &nf.plan.manifest.destination;
+    let path = format!(
+        "{}/{}",
+        nf.dir,
+        changelog::file_name(n, d.format, d.compression, !nf.plan.recipients.is_empty())
+    );
+    let f = ChangeFile::create(nf.sink, &path, nf.zstd, &nf.plan.recipients).await?;
+    let mut e = EventEncoder::for_file(
+        d.format,
+        nf.plan.manifest.tail.envelope,
+        versions,
+        nf.inner_zstd,
+    )?;
+    e.start(buf);
+    Ok((f, e))
 }
 
 fn gtid_server(gtid: &str) -> u32 {
