@@ -221,6 +221,28 @@ impl StreamTable {
 }
 
 impl StreamTable {
+    /// The `row` envelope's record: the after-image (the before-image of a delete) with
+    /// `__op`, `__seqno`, `__ts_ms` and `__deleted`.
+    fn flat_row(
+        &self,
+        op: Op,
+        seqno: u64,
+        ts_ms: u64,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+    ) -> Result<Vec<Value>> {
+        let image = after
+            .or(before)
+            .ok_or_else(|| anyhow!("event without a row"))?;
+        let mut row = self.written(image);
+        row.push(Value::Bytes(op.code().as_bytes().to_vec()));
+        row.push(Value::Int(i64::try_from(seqno)?));
+        row.push(Value::Int(i64::try_from(ts_ms)?));
+        let deleted: &[u8] = if op == Op::Delete { b"true" } else { b"false" };
+        row.push(Value::Bytes(deleted.to_vec()));
+        Ok(row)
+    }
+
     /// The written columns of a row image (the image itself when every column is written).
     fn written(&self, row: Vec<Value>) -> Vec<Value> {
         if self.pick.len() == self.map.columns.len() {
@@ -664,18 +686,7 @@ impl EventEncoder {
             .ok_or_else(|| NewVersion(t.version.sig.clone()))?;
         let branch = i64::try_from(i)?;
         if envelope == Envelope::Row {
-            let image = after
-                .or(before)
-                .ok_or_else(|| anyhow!("event without a row"))?;
-            let mut row = t.written(image);
-            row.push(Value::Bytes(op.code().as_bytes().to_vec()));
-            row.push(Value::Int(i64::try_from(seqno)?));
-            row.push(Value::Int(i64::try_from(src.ts_ms)?));
-            row.push(Value::Bytes(
-                if op == Op::Delete { "true" } else { "false" }
-                    .as_bytes()
-                    .to_vec(),
-            ));
+            let row = t.flat_row(op, seqno, src.ts_ms, before, after)?;
             write_long(&mut a.block, branch);
             a.flat[i].record(&row, &mut a.block)?;
         } else {
@@ -814,18 +825,7 @@ impl EventEncoder {
             return self.bound(out);
         }
         if t.flat.is_some() {
-            let image = after
-                .or(before)
-                .ok_or_else(|| anyhow!("event without a row"))?;
-            let mut row = t.written(image);
-            row.push(Value::Bytes(op.code().as_bytes().to_vec()));
-            row.push(Value::Int(i64::try_from(seqno)?));
-            row.push(Value::Int(i64::try_from(src.ts_ms)?));
-            row.push(Value::Bytes(
-                if op == Op::Delete { "true" } else { "false" }
-                    .as_bytes()
-                    .to_vec(),
-            ));
+            let row = t.flat_row(op, seqno, src.ts_ms, before, after)?;
             let tree: &mut dyn Tree = match self.format {
                 Format::Msgpack => &mut self.msgpack,
                 _ => &mut self.json,

@@ -316,18 +316,7 @@ impl ParquetEncoder {
     /// When the writer cannot be created.
     pub fn new(table: &TableInfo, zstd: Option<i32>) -> Result<ParquetEncoder> {
         let schema = arrow_schema(table);
-        let compression = match zstd {
-            Some(l) => Compression::ZSTD(ZstdLevel::try_new(l).map_err(|e| anyhow!("{e}"))?),
-            None => Compression::UNCOMPRESSED,
-        };
-        let props = WriterProperties::builder()
-            .set_compression(compression)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_created_by(format!("storagetapper {}", env!("CARGO_PKG_VERSION")))
-            .build();
-        let buf = Shared::default();
-        let writer = ArrowWriter::try_new(buf.clone(), Arc::clone(&schema), Some(props))
-            .context("cannot start a Parquet file")?;
+        let (writer, buf) = writer_for(&schema, zstd)?;
         Ok(ParquetEncoder {
             columns: Arc::clone(&table.columns),
             schema,
@@ -377,16 +366,7 @@ impl RowEncoder for ParquetEncoder {
         }
         let mut arrays: Vec<ArrayRef> = cols.iter_mut().map(Col::finish).collect::<Result<_>>()?;
         arrays.push(Arc::new(raw.finish()));
-        let batch =
-            RecordBatch::try_new(Arc::clone(&self.schema), arrays).context("arrow batch")?;
-        let w = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| anyhow!("Parquet file already finished"))?;
-        w.write(&batch).context("Parquet write")?;
-        if w.in_progress_size() > ROW_GROUP_BYTES {
-            w.flush().context("Parquet row group")?;
-        }
+        write_batch(&mut self.writer, &self.schema, arrays)?;
         self.buf.drain_into(out)
     }
 
@@ -583,18 +563,7 @@ impl ParquetEvents {
             }
         }
         let schema = Arc::new(Schema::new(fields));
-        let compression = match zstd {
-            Some(l) => Compression::ZSTD(ZstdLevel::try_new(l).map_err(|e| anyhow!("{e}"))?),
-            None => Compression::UNCOMPRESSED,
-        };
-        let props = WriterProperties::builder()
-            .set_compression(compression)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_created_by(format!("storagetapper {}", env!("CARGO_PKG_VERSION")))
-            .build();
-        let buf = Shared::default();
-        let writer = ArrowWriter::try_new(buf.clone(), Arc::clone(&schema), Some(props))
-            .context("cannot start a Parquet file")?;
+        let (writer, buf) = writer_for(&schema, zstd)?;
         Ok(ParquetEvents {
             schema,
             writer: Some(writer),
@@ -694,16 +663,7 @@ impl ParquetEvents {
                 arrays.push(c.finish()?);
             }
         }
-        let batch =
-            RecordBatch::try_new(Arc::clone(&self.schema), arrays).context("arrow batch")?;
-        let w = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| anyhow!("Parquet file already finished"))?;
-        w.write(&batch).context("Parquet write")?;
-        if w.in_progress_size() > ROW_GROUP_BYTES {
-            w.flush().context("Parquet row group")?;
-        }
+        write_batch(&mut self.writer, &self.schema, arrays)?;
         self.rows = 0;
         self.buf.drain_into(out)
     }
@@ -740,6 +700,23 @@ fn writer_for(schema: &SchemaRef, zstd: Option<i32>) -> Result<(ArrowWriter<Shar
     let writer = ArrowWriter::try_new(buf.clone(), Arc::clone(schema), Some(props))
         .context("cannot start a Parquet file")?;
     Ok((writer, buf))
+}
+
+/// Writes one record batch, ending the row group when it is large (bounded memory).
+fn write_batch(
+    writer: &mut Option<ArrowWriter<Shared>>,
+    schema: &SchemaRef,
+    arrays: Vec<ArrayRef>,
+) -> Result<()> {
+    let batch = RecordBatch::try_new(Arc::clone(schema), arrays).context("arrow batch")?;
+    let w = writer
+        .as_mut()
+        .ok_or_else(|| anyhow!("Parquet file already finished"))?;
+    w.write(&batch).context("Parquet write")?;
+    if w.in_progress_size() > ROW_GROUP_BYTES {
+        w.flush().context("Parquet row group")?;
+    }
+    Ok(())
 }
 
 /// A Parquet changelog file with the `row` envelope: `__op`, `__seqno`, `__ts_ms`,
@@ -854,16 +831,7 @@ impl ParquetRows {
         for c in &mut self.tables {
             arrays.push(c.finish()?);
         }
-        let batch =
-            RecordBatch::try_new(Arc::clone(&self.schema), arrays).context("arrow batch")?;
-        let w = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| anyhow!("Parquet file already finished"))?;
-        w.write(&batch).context("Parquet write")?;
-        if w.in_progress_size() > ROW_GROUP_BYTES {
-            w.flush().context("Parquet row group")?;
-        }
+        write_batch(&mut self.writer, &self.schema, arrays)?;
         self.rows = 0;
         self.buf.drain_into(out)
     }
