@@ -221,6 +221,29 @@ impl StreamTable {
 }
 
 impl StreamTable {
+    /// The key, before- and after-image of a change, each with the written columns only.
+    fn images(&self, before: Option<Vec<Value>>, after: Option<Vec<Value>>) -> Result<Images> {
+        let key = project(
+            after
+                .as_deref()
+                .or(before.as_deref())
+                .ok_or_else(|| anyhow!("event without a row"))?,
+            &self.key,
+        );
+        Ok((
+            key,
+            before.map(|b| self.written(b)),
+            after.map(|a| self.written(a)),
+        ))
+    }
+
+    /// This table version's place in a file schema's list of versions.
+    fn version_in(&self, sigs: &[String]) -> Result<usize, NewVersion> {
+        sigs.iter()
+            .position(|s| *s == self.version.sig)
+            .ok_or_else(|| NewVersion(self.version.sig.clone()))
+    }
+
     /// The `row` envelope's record: the after-image (the before-image of a delete) with
     /// `__op`, `__seqno`, `__ts_ms` and `__deleted`.
     fn flat_row(
@@ -252,6 +275,9 @@ impl StreamTable {
         }
     }
 }
+
+/// A change's key, before-image and after-image.
+type Images = (Vec<Value>, Option<Vec<Value>>, Option<Vec<Value>>);
 
 /// The values of `row` at `pick`.
 fn project(row: &[Value], pick: &[usize]) -> Vec<Value> {
@@ -679,29 +705,19 @@ impl EventEncoder {
             .avro
             .as_mut()
             .ok_or_else(|| anyhow!("Avro state missing"))?;
-        let i = a
-            .sigs
-            .iter()
-            .position(|s| *s == t.version.sig)
-            .ok_or_else(|| NewVersion(t.version.sig.clone()))?;
+        let i = t.version_in(&a.sigs)?;
         let branch = i64::try_from(i)?;
         if envelope == Envelope::Row {
             let row = t.flat_row(op, seqno, src.ts_ms, before, after)?;
             write_long(&mut a.block, branch);
             a.flat[i].record(&row, &mut a.block)?;
         } else {
-            let key = project(
-                after
-                    .as_deref()
-                    .or(before.as_deref())
-                    .ok_or_else(|| anyhow!("event without a row"))?,
-                &t.key,
-            );
+            let (key, before, after) = t.images(before, after)?;
             for image in [before, after] {
                 match image {
                     Some(r) => {
                         write_long(&mut a.block, branch + 1);
-                        a.row[i].record(&t.written(r), &mut a.block)?;
+                        a.row[i].record(&r, &mut a.block)?;
                     }
                     None => write_long(&mut a.block, 0),
                 }
@@ -779,10 +795,7 @@ impl EventEncoder {
             return self.bound(out);
         }
         if let Some((sigs, p)) = self.parquet_rows.as_mut() {
-            let i = sigs
-                .iter()
-                .position(|s| *s == t.version.sig)
-                .ok_or_else(|| NewVersion(t.version.sig.clone()))?;
+            let i = t.version_in(sigs)?;
             let image = t.written(
                 after
                     .or(before)
@@ -799,19 +812,8 @@ impl EventEncoder {
             return self.bound(out);
         }
         if let Some((sigs, p)) = self.parquet.as_mut() {
-            let i = sigs
-                .iter()
-                .position(|s| *s == t.version.sig)
-                .ok_or_else(|| NewVersion(t.version.sig.clone()))?;
-            let key = project(
-                after
-                    .as_deref()
-                    .or(before.as_deref())
-                    .ok_or_else(|| anyhow!("event without a row"))?,
-                &t.key,
-            );
-            let before = before.map(|b| t.written(b));
-            let after = after.map(|a| t.written(a));
+            let i = t.version_in(sigs)?;
+            let (key, before, after) = t.images(before, after)?;
             let fields = Self::parquet_src(src, Some((&t.map.schema, &t.map.table)))?;
             p.push(
                 op.code(),
@@ -840,15 +842,7 @@ impl EventEncoder {
         }
         let envelope = self.envelope;
         let table = t.map.name();
-        let key = project(
-            after
-                .as_deref()
-                .or(before.as_deref())
-                .ok_or_else(|| anyhow!("event without a row"))?,
-            &t.key,
-        );
-        let before = before.map(|b| t.written(b));
-        let after = after.map(|a| t.written(a));
+        let (key, before, after) = t.images(before, after)?;
         let tree = self.tree();
         tree.open(
             out,

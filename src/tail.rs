@@ -277,16 +277,19 @@ pub async fn follow(
     let mut files = 0u64;
     let mut last_report = Instant::now();
     let mut reported_events = 0u64;
-    let mut saved_pos = reader.position();
-    let mut saved_seqno = next_seqno;
-    let mut saved_events = 0u64;
+    // What the last save covered: where a restart (or an Avro/Parquet start-over) resumes.
+    let mut saved = Saved {
+        pos: reader.position(),
+        seqno: next_seqno,
+        events: 0,
+    };
     let filter = table_filter(&plan.rules);
     // Avro files: the table versions a new file's schema holds.
     let mut avro_known: Vec<changelog::AvroVersion> = Vec::new();
     let stop: Stop;
 
     if let Some(u) = &until
-        && u.reached_by(&saved_pos, reader.gtid_state())
+        && u.reached_by(&saved.pos, reader.gtid_state())
     {
         stop = Stop::Until;
     } else {
@@ -369,17 +372,17 @@ pub async fn follow(
                             reader = BinlogReader::reopen(
                                 &source,
                                 server_id,
-                                &saved_pos,
+                                &saved.pos,
                                 filter.clone(),
                             )
                             .await?;
-                            next_seqno = saved_seqno;
-                            events = saved_events;
+                            next_seqno = saved.seqno;
+                            events = saved.events;
                             in_trx = false;
                             trx_events = 0;
                             tracing::info!(
                                 table = %table.name(),
-                                from = %saved_pos,
+                                from = %saved.pos,
                                 "A table version new to this Avro file: reading again with it in the file's schema."
                             );
                             continue;
@@ -488,15 +491,19 @@ pub async fn follow(
                         )
                         .await?;
                         files += 1;
-                        saved_pos = pos;
-                        saved_seqno = next_seqno;
-                        saved_events = events;
-                    } else if file.is_none() && pos != saved_pos {
+                        saved = Saved {
+                            pos,
+                            seqno: next_seqno,
+                            events,
+                        };
+                    } else if file.is_none() && pos != saved.pos {
                         // Nothing of ours in these transactions: remember we read past them.
                         save(&state, target, &pos, next_seqno, next_file)?;
-                        saved_pos = pos;
-                        saved_seqno = next_seqno;
-                        saved_events = events;
+                        saved = Saved {
+                            pos,
+                            seqno: next_seqno,
+                            events,
+                        };
                     }
                 }
                 Item::Heartbeat => {
@@ -519,9 +526,11 @@ pub async fn follow(
                         )
                         .await?;
                         files += 1;
-                        saved_pos = pos;
-                        saved_seqno = next_seqno;
-                        saved_events = events;
+                        saved = Saved {
+                            pos,
+                            seqno: next_seqno,
+                            events,
+                        };
                     }
                 }
             }
@@ -569,10 +578,14 @@ pub async fn follow(
         )
         .await?;
         files += 1;
-    } else if pos != saved_pos {
+    } else {
+        // Transactions of other tables since the last file also count as covered (the
+        // state was saved as they passed; the coverage file only here, once).
         let p = stream_position(&pos, next_seqno, next_file);
         write_covered(&sink, target, &p).await?;
-        state.save_stream_position(&target.stream, &p)?;
+        if pos != saved.pos {
+            state.save_stream_position(&target.stream, &p)?;
+        }
     }
     drop(reader);
     Ok(TailOutcome {
@@ -676,6 +689,13 @@ async fn apply_where(
         }
     }
     Ok(out)
+}
+
+/// The position, seqno and event count at the last save.
+struct Saved {
+    pos: BinlogPos,
+    seqno: u64,
+    events: u64,
 }
 
 /// What opening a changelog file needs.
