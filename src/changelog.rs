@@ -5,8 +5,9 @@
 //! plus our `key` and `seqno`), `storagetapper` (the same fields, `seqno` and `table` first) and
 //! `row` (the after-image, or the before-image of a delete, flattened with `__op`, `__seqno`,
 //! `__ts_ms` and `__deleted`). Formats: `json` (one event per line), `msgpack` (one map per
-//! event), `sql` (statements that replay the changes; the envelope does not apply). Avro and
-//! Parquet changelog files are not written yet.
+//! event), `sql` (statements that replay the changes; the envelope does not apply), `avro` (one
+//! object container per file, its schema a union of the table versions it holds) and `parquet`
+//! (one struct per table version).
 //!
 //! Invariant: row images are encoded by the snapshot's own row encoders, so a value in a
 //! changelog file reads exactly as the same value in a chunk file.
@@ -221,6 +222,20 @@ impl StreamTable {
 }
 
 impl StreamTable {
+    /// The key of a row image in the event's own encoding (JSON object or msgpack map): a
+    /// Kafka message key.
+    ///
+    /// # Errors
+    /// When a value does not fit its column.
+    pub fn key_bytes(&mut self, image: &[Value]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(32);
+        self.key_enc.rows(&[project(image, &self.key)], &mut out)?;
+        if out.last() == Some(&b'\n') {
+            out.pop();
+        }
+        Ok(out)
+    }
+
     /// The key, before- and after-image of a change, each with the written columns only.
     fn images(&self, before: Option<Vec<Value>>, after: Option<Vec<Value>>) -> Result<Images> {
         let key = project(

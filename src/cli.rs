@@ -86,8 +86,8 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", value_parser = duration_parser, requires = "follow")]
         duration: Option<std::time::Duration>,
     },
-    /// Stream the manifest's tables' row changes from the binlog into changelog files
-    /// (realtime only, no snapshot). Resumes from the saved position; SIGTERM/Ctrl-C stops at
+    /// Stream the manifest's tables' row changes from the binlog into changelog files, or into
+    /// Kafka topics with a `kafka://` destination (realtime only, no snapshot). Resumes from the saved position; SIGTERM/Ctrl-C stops at
     /// the next transaction boundary, saves and exits 0.
     Tail {
         /// The manifest (TOML).

@@ -9,6 +9,7 @@ pub mod changelog;
 pub mod cli;
 pub mod crypto;
 pub mod format;
+pub mod kafka;
 pub mod layout;
 pub mod manifest;
 pub mod progress;

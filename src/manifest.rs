@@ -4,6 +4,7 @@
 //! Invariants: every error names the manifest file, the line and the key; secrets are read only
 //! from `password_env` / `password_file` and never appear in `Debug` output or messages.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -174,6 +175,18 @@ pub struct DestinationConfig {
     /// s3, webhdfs: size of one uploaded part / appended piece (default 8 MiB; at least 5 MiB
     /// on S3).
     pub part_size: Option<ByteSize>,
+    /// kafka: topic of a table's change events, a template of `{name}`, `{schema}` and
+    /// `{table}` (default `{name}.{schema}.{table}`).
+    pub topic: Option<String>,
+    /// kafka: topic of schema changes (default `{name}`, as Debezium's schema change topic).
+    pub ddl_topic: Option<String>,
+    /// kafka: partitions of a topic the stream creates (default 1).
+    pub partitions: Option<i32>,
+    /// kafka: replication factor of a topic the stream creates (default: the broker's).
+    pub replication_factor: Option<i32>,
+    /// kafka: extra librdkafka producer properties (`"linger.ms" = "20"` …); the ones the
+    /// stream's guarantees rest on cannot be changed.
+    pub producer: Option<BTreeMap<String, String>>,
 }
 
 /// `[snapshot]`.
@@ -409,6 +422,8 @@ pub enum DestinationUrl {
     S3(S3Target),
     /// A WebHDFS endpoint (`webhdfs://`, `swebhdfs://`, `hdfs://`).
     WebHdfs(WebHdfsTarget),
+    /// Kafka brokers (`kafka://host:port[,host:port…]`): change events only.
+    Kafka(KafkaTarget),
 }
 
 impl fmt::Display for DestinationUrl {
@@ -417,6 +432,7 @@ impl fmt::Display for DestinationUrl {
             DestinationUrl::File(p) => write!(f, "file://{}", p.display()),
             DestinationUrl::S3(t) => write!(f, "{}", t.display()),
             DestinationUrl::WebHdfs(t) => write!(f, "{}", t.display()),
+            DestinationUrl::Kafka(t) => write!(f, "kafka://{}", t.brokers),
         }
     }
 }
@@ -425,6 +441,36 @@ impl fmt::Display for DestinationUrl {
 pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 /// S3's smallest part (all parts but the last).
 pub const MIN_S3_PART_SIZE: u64 = 5 << 20;
+
+/// A resolved `kafka://` destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaTarget {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Topic template of a table's events.
+    pub topic: String,
+    /// Topic template of schema changes.
+    pub ddl_topic: String,
+    /// Partitions of created topics.
+    pub partitions: i32,
+    /// Replication factor of created topics (-1: the broker's default).
+    pub replication_factor: i32,
+    /// Extra producer properties.
+    pub producer: BTreeMap<String, String>,
+}
+
+/// Producer properties the stream sets itself (exactly-once rests on them).
+pub const KAFKA_FIXED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "max.in.flight.requests.per.connection",
+    "max.in.flight",
+    "transactional.id",
+    "partitioner",
+];
 
 /// A resolved `s3://bucket/prefix` destination; credentials already read from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -912,12 +958,24 @@ impl Validator<'_> {
             ("user", d.user.is_some()),
             ("part_size", d.part_size.is_some()),
         ];
+        let kafka_keys: [(&'static str, bool); 5] = [
+            ("topic", d.topic.is_some()),
+            ("ddl_topic", d.ddl_topic.is_some()),
+            ("partitions", d.partitions.is_some()),
+            ("replication_factor", d.replication_factor.is_some()),
+            ("producer", d.producer.is_some()),
+        ];
         let allowed: &[(&'static str, bool)] = match scheme {
             "s3" => &s3_keys,
             "webhdfs" | "swebhdfs" | "hdfs" => &webhdfs_keys,
+            "kafka" => &kafka_keys,
             _ => &[],
         };
-        for (key, set) in s3_keys.iter().chain(webhdfs_keys.iter()) {
+        for (key, set) in s3_keys
+            .iter()
+            .chain(webhdfs_keys.iter())
+            .chain(kafka_keys.iter())
+        {
             if *set && !allowed.iter().any(|(k, _)| k == key) {
                 return Err(self.err(
                     &at(key),
@@ -933,6 +991,7 @@ impl Validator<'_> {
             ));
         }
         match scheme {
+            "kafka" => self.kafka_destination(d, url),
             "s3" => {
                 let rest = &url["s3://".len().min(url.len())..];
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -1091,6 +1150,117 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    /// `kafka://host:port[,host:port…]` and its keys.
+    fn kafka_destination(
+        &self,
+        d: &DestinationConfig,
+        url: &str,
+    ) -> Result<DestinationUrl, ManifestError> {
+        use Seg::Key;
+        let at = |key: &'static str| [Key("destination"), Key(key)];
+        let brokers = url["kafka://".len().min(url.len())..].trim_end_matches('/');
+        let valid = !brokers.is_empty()
+            && brokers.split(',').all(|b| {
+                b.rsplit_once(':').is_some_and(|(h, p)| {
+                    !h.is_empty() && !h.contains(['/', '@']) && p.parse::<u16>().is_ok()
+                })
+            });
+        if !valid {
+            return Err(self.err(
+                &at("url"),
+                format!("`{url}` is not kafka://host:port[,host:port…]"),
+            ));
+        }
+        if d.encrypt_to.is_some() || d.encrypt_to_file.is_some() {
+            let key = if d.encrypt_to.is_some() {
+                "encrypt_to"
+            } else {
+                "encrypt_to_file"
+            };
+            return Err(self.err(
+                &at(key),
+                "a `kafka://` destination cannot be encrypted to age recipients (the broker's \
+                 TLS and ACLs protect it)",
+            ));
+        }
+        if !matches!(d.format, Format::Json | Format::Msgpack) {
+            return Err(self.err(
+                &at("format"),
+                format!(
+                    "a `kafka://` destination takes `json` or `msgpack` events, not `{}`",
+                    format!("{:?}", d.format).to_lowercase()
+                ),
+            ));
+        }
+        let template = |key: &'static str, v: &Option<String>, default: &str| {
+            let t = v.clone().unwrap_or_else(|| default.to_string());
+            let mut rest = t.as_str();
+            while let Some(i) = rest.find('{') {
+                let end = rest[i..].find('}').map(|j| i + j);
+                let Some(end) = end else {
+                    return Err(self.err(&at(key), format!("`{t}` has an unclosed `{{`")));
+                };
+                let var = &rest[i + 1..end];
+                if !matches!(var, "name" | "schema" | "table") {
+                    return Err(self.err(
+                        &at(key),
+                        format!("`{{{var}}}` in `{t}` is not {{name}}, {{schema}} or {{table}}"),
+                    ));
+                }
+                rest = &rest[end + 1..];
+            }
+            Ok(t)
+        };
+        let topic = template("topic", &d.topic, "{name}.{schema}.{table}")?;
+        if !topic.contains("{table}") {
+            return Err(self.err(
+                &at("topic"),
+                format!("`{topic}` has no `{{table}}`: each table needs its own topic"),
+            ));
+        }
+        let ddl_topic = template("ddl_topic", &d.ddl_topic, "{name}")?;
+        if ddl_topic.contains("{table}") {
+            return Err(self.err(
+                &at("ddl_topic"),
+                "a schema change has no table: use `{name}` and `{schema}` only",
+            ));
+        }
+        let partitions = d.partitions.unwrap_or(1);
+        if partitions < 1 {
+            return Err(self.err(&at("partitions"), "partitions must be at least 1"));
+        }
+        let replication_factor = d.replication_factor.unwrap_or(-1);
+        if replication_factor == 0 || replication_factor < -1 {
+            return Err(self.err(
+                &at("replication_factor"),
+                "replication_factor must be at least 1 (or -1 for the broker's default)",
+            ));
+        }
+        let producer = d.producer.clone().unwrap_or_default();
+        if let Some(k) = producer
+            .keys()
+            .find(|k| KAFKA_FIXED_PROPERTIES.contains(&k.as_str()))
+        {
+            return Err(self.err(
+                &at("producer"),
+                format!(
+                    "`{k}` is set by storagetapper (idempotent producer, acks=all, its own \
+                     partitioning by key): remove it"
+                ),
+            ));
+        }
+        Ok(DestinationUrl::Kafka(KafkaTarget {
+            brokers: brokers.to_string(),
+            topic,
+            ddl_topic,
+            partitions,
+            replication_factor,
+            producer,
+        }))
+    }
+}
+
 fn check_mysql_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("mysql://")
@@ -1122,16 +1292,10 @@ fn parse_destination(url: &str, base: &Path) -> Result<DestinationUrl, String> {
             base.join(path)
         }));
     }
-    let scheme = url.split("://").next().unwrap_or(url);
-    match scheme {
-        "kafka" => Err(format!(
-            "`{scheme}://` destinations are not implemented yet in this version"
-        )),
-        _ => Err(format!(
-            "`{url}` is not a supported destination URL (file:///path, s3://bucket/prefix, \
-             webhdfs://host:port/path)"
-        )),
-    }
+    Err(format!(
+        "`{url}` is not a supported destination URL (file:///path, s3://bucket/prefix, \
+         webhdfs://host:port/path, kafka://host:port)"
+    ))
 }
 
 fn parse_state(url: &str, base: &Path) -> Result<StateUrl, String> {
@@ -1350,5 +1514,72 @@ table = "order_*"
             ("https://nn:9871", "/")
         );
         assert!(parse(&with_destination("webhdfs:///x", "")).is_err());
+    }
+
+    #[test]
+    fn kafka_destinations() {
+        let p = parse(&with_destination(
+            "kafka://b1:9092,b2:9093",
+            "topic = \"cdc.{schema}.{table}\"\npartitions = 6\nproducer = { \"linger.ms\" = \"20\" }",
+        ))
+        .expect("valid");
+        let DestinationUrl::Kafka(t) = &p.destination else {
+            panic!("not kafka");
+        };
+        assert_eq!(t.brokers, "b1:9092,b2:9093");
+        assert_eq!(t.topic, "cdc.{schema}.{table}");
+        assert_eq!(t.ddl_topic, "{name}");
+        assert_eq!((t.partitions, t.replication_factor), (6, -1));
+        assert_eq!(t.producer.get("linger.ms").map(String::as_str), Some("20"));
+        for (url, keys, key, says) in [
+            ("kafka://b1", "", "destination.url", "host:port"),
+            (
+                "kafka://b1:9092",
+                "topic = \"{name}.all\"",
+                "destination.topic",
+                "{table}",
+            ),
+            (
+                "kafka://b1:9092",
+                "topic = \"{db}.{table}\"",
+                "destination.topic",
+                "{db}",
+            ),
+            (
+                "kafka://b1:9092",
+                "ddl_topic = \"{table}\"",
+                "destination.ddl_topic",
+                "no table",
+            ),
+            (
+                "kafka://b1:9092",
+                "format = \"avro\"",
+                "destination.format",
+                "avro",
+            ),
+            (
+                "kafka://b1:9092",
+                "partitions = 0",
+                "destination.partitions",
+                "at least 1",
+            ),
+            (
+                "kafka://b1:9092",
+                "producer = { acks = \"1\" }",
+                "destination.producer",
+                "`acks`",
+            ),
+            (
+                "kafka://b1:9092",
+                "region = \"eu\"",
+                "destination.region",
+                "kafka://",
+            ),
+            ("file:///x", "topic = \"t\"", "destination.topic", "file://"),
+        ] {
+            let e = parse(&with_destination(url, keys)).expect_err(keys);
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.contains(says), "{e}");
+        }
     }
 }

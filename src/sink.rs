@@ -106,6 +106,11 @@ impl Sink {
             .context("cannot build the HTTP client")?;
         let display = url.to_string();
         let (op, backend) = match url {
+            DestinationUrl::Kafka(k) => bail!(
+                "kafka://{} takes change events only (`storagetapper tail`); backups, \
+                 restores and listings need a file://, s3:// or webhdfs:// destination",
+                k.brokers
+            ),
             DestinationUrl::File(dir) => {
                 std::fs::create_dir_all(dir).with_context(|| {
                     format!("cannot create destination directory {}", dir.display())

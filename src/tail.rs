@@ -18,10 +18,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::binlog::{self, BinlogReader, Change, Item, StartAt, TableFilter};
 use crate::changelog::{self, ChangeFile, EventEncoder, EventSource, Op, StreamTable};
-use crate::manifest::{Compression, Format, Plan, TableRule};
+use crate::kafka::KafkaWriter;
+use crate::manifest::{Compression, DestinationUrl, Format, Plan, TableRule};
 use crate::sink::Sink;
 use crate::source::{self, BinlogPos, Source};
 use crate::state::{SqliteState, StateStore, StreamPosition};
+
+/// Kafka: how often the position is saved (each save waits for the broker's acknowledgements).
+const KAFKA_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The sink of a file-writing stream.
+fn sink_of(sink: &Option<Sink>) -> Result<&Sink> {
+    sink.as_ref()
+        .ok_or_else(|| anyhow!("this stream writes to Kafka, not to files"))
+}
 
 /// How a run of the stream is bounded.
 #[derive(Debug, Clone, Default)]
@@ -222,18 +232,31 @@ pub async fn follow(
     };
     let mut next_seqno = saved.as_ref().map_or(1, |s| s.next_seqno);
     let mut next_file = saved.as_ref().map_or(0, |s| s.next_file);
-    let sink = Sink::connect(&plan.destination).await?;
-    // Files of a killed run: unfinished uploads, temporaries, and whole files written after
-    // the last save.
-    let aborted = sink.abort_uploads(&target.dir).await?;
-    let removed = sink.remove_temporaries(&target.dir).await? + aborted;
-    for p in sink.list(&target.dir).await? {
-        if changelog::file_number(&p).is_some_and(|n| n >= next_file) {
-            sink.remove(&p).await?;
+    let mut kafka = match &plan.destination {
+        DestinationUrl::Kafka(k) => Some(KafkaWriter::connect(
+            k,
+            &format!("{}/{}", m.name, target.stream),
+            m.destination.compression,
+        )?),
+        _ => None,
+    };
+    let sink = match kafka {
+        Some(_) => None,
+        None => Some(Sink::connect(&plan.destination).await?),
+    };
+    if let Some(sink) = &sink {
+        // Files of a killed run: unfinished uploads, temporaries, and whole files written
+        // after the last save.
+        let aborted = sink.abort_uploads(&target.dir).await?;
+        let removed = sink.remove_temporaries(&target.dir).await? + aborted;
+        for p in sink.list(&target.dir).await? {
+            if changelog::file_number(&p).is_some_and(|n| n >= next_file) {
+                sink.remove(&p).await?;
+            }
         }
-    }
-    if removed > 0 {
-        tracing::info!(removed, dir = %target.dir, "Deleted files of an interrupted run.");
+        if removed > 0 {
+            tracing::info!(removed, dir = %target.dir, "Deleted files of an interrupted run.");
+        }
     }
     tracing::info!(
         stream = %target.stream,
@@ -255,13 +278,15 @@ pub async fn follow(
         Format::Parquet => (None, level),
         _ => (level, None),
     };
-    let new_file = NewFile {
-        sink: &sink,
+    let new_file = sink.as_ref().map(|sink| NewFile {
+        sink,
         dir: &target.dir,
         plan,
         zstd,
         inner_zstd,
-    };
+    });
+    // Kafka: the position is saved (after a flush) about this often.
+    let mut last_flush = Instant::now();
     let rotate_bytes = m.tail.rotate_bytes.0.max(1);
     let rotate_interval = m.tail.rotate_interval.0;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
@@ -399,11 +424,16 @@ pub async fn follow(
                         snapshot: false,
                         row: 0,
                     };
-                    if file.is_none() {
-                        let (f, e) = open_file(&new_file, next_file, &avro_known, &mut buf).await?;
+                    if let Some(nf) = &new_file
+                        && file.is_none()
+                    {
+                        let (f, e) = open_file(nf, next_file, &avro_known, &mut buf).await?;
                         file = Some((f, Instant::now()));
                         encoder = e;
                     }
+                    let topic = kafka
+                        .as_ref()
+                        .map(|k| k.table_topic(&m.name, &table.schema, &table.table));
                     for (n, c) in changes.into_iter().enumerate() {
                         src.row = n as u64;
                         let (op, before, after) = match c {
@@ -411,7 +441,19 @@ pub async fn follow(
                             Change::Update(b, a) => (Op::Update, Some(b), Some(a)),
                             Change::Delete(b) => (Op::Delete, Some(b), None),
                         };
-                        encoder.row_event(&mut buf, t, op, next_seqno, &src, before, after)?;
+                        if let (Some(k), Some(topic)) = (kafka.as_mut(), topic.as_deref()) {
+                            let image = after.as_deref().or(before.as_deref());
+                            let key = t.key_bytes(image.unwrap_or_default())?;
+                            buf.clear();
+                            encoder.row_event(&mut buf, t, op, next_seqno, &src, before, after)?;
+                            if buf.last() == Some(&b'\n') {
+                                buf.pop();
+                            }
+                            k.send(topic, &key, &buf, next_seqno, &gtid).await?;
+                            buf.clear();
+                        } else {
+                            encoder.row_event(&mut buf, t, op, next_seqno, &src, before, after)?;
+                        }
                         next_seqno += 1;
                         events += 1;
                         trx_events += 1;
@@ -426,9 +468,10 @@ pub async fn follow(
                     if relevant {
                         reader.forget_schema(&schema);
                         tables.retain(|(s, _), _| *s != schema);
-                        if file.is_none() {
-                            let (f, e) =
-                                open_file(&new_file, next_file, &avro_known, &mut buf).await?;
+                        if let Some(nf) = &new_file
+                            && file.is_none()
+                        {
+                            let (f, e) = open_file(nf, next_file, &avro_known, &mut buf).await?;
                             file = Some((f, Instant::now()));
                             encoder = e;
                         }
@@ -443,7 +486,19 @@ pub async fn follow(
                             snapshot: false,
                             row: 0,
                         };
-                        encoder.ddl_event(&mut buf, next_seqno, &src, &schema, &statement)?;
+                        if let Some(k) = kafka.as_mut() {
+                            buf.clear();
+                            encoder.ddl_event(&mut buf, next_seqno, &src, &schema, &statement)?;
+                            if buf.last() == Some(&b'\n') {
+                                buf.pop();
+                            }
+                            let topic = k.ddl_topic(&m.name, &schema);
+                            k.send(&topic, schema.as_bytes(), &buf, next_seqno, &gtid)
+                                .await?;
+                            buf.clear();
+                        } else {
+                            encoder.ddl_event(&mut buf, next_seqno, &src, &schema, &statement)?;
+                        }
                         next_seqno += 1;
                         events += 1;
                         trx_events += 1;
@@ -477,9 +532,20 @@ pub async fn follow(
                         f.plain_bytes + buf.len() as u64 >= rotate_bytes
                             || t.elapsed() >= rotate_interval
                     });
-                    if rotate {
+                    if let Some(k) = kafka.as_mut() {
+                        if pos != saved.pos && last_flush.elapsed() >= KAFKA_SAVE_INTERVAL {
+                            k.flush().await?;
+                            save(&state, target, &pos, next_seqno, next_file)?;
+                            saved = Saved {
+                                pos,
+                                seqno: next_seqno,
+                                events,
+                            };
+                            last_flush = Instant::now();
+                        }
+                    } else if rotate {
                         finish_file(
-                            &sink,
+                            sink_of(&sink)?,
                             &mut encoder,
                             &mut file,
                             &mut buf,
@@ -507,6 +573,19 @@ pub async fn follow(
                     }
                 }
                 Item::Heartbeat => {
+                    if let Some(k) = kafka.as_mut() {
+                        let pos = reader.position();
+                        if !in_trx && pos != saved.pos {
+                            k.flush().await?;
+                            save(&state, target, &pos, next_seqno, next_file)?;
+                            saved = Saved {
+                                pos,
+                                seqno: next_seqno,
+                                events,
+                            };
+                            last_flush = Instant::now();
+                        }
+                    }
                     let idle_rotate = !in_trx
                         && file
                             .as_ref()
@@ -514,7 +593,7 @@ pub async fn follow(
                     if idle_rotate {
                         let pos = reader.position();
                         finish_file(
-                            &sink,
+                            sink_of(&sink)?,
                             &mut encoder,
                             &mut file,
                             &mut buf,
@@ -564,9 +643,20 @@ pub async fn follow(
     }
     // Stopped at a transaction boundary: make what was written durable and save.
     let pos = reader.position();
-    if file.is_some() {
+    if let Some(k) = kafka.as_mut() {
+        k.flush().await?;
+        if pos != saved.pos {
+            save(&state, target, &pos, next_seqno, next_file)?;
+        }
+        if k.skipped > 0 {
+            tracing::info!(
+                skipped = k.skipped,
+                "Events an interrupted run had delivered were not sent again."
+            );
+        }
+    } else if file.is_some() {
         finish_file(
-            &sink,
+            sink_of(&sink)?,
             &mut encoder,
             &mut file,
             &mut buf,
@@ -582,7 +672,7 @@ pub async fn follow(
         // Transactions of other tables since the last file also count as covered (the
         // state was saved as they passed; the coverage file only here, once).
         let p = stream_position(&pos, next_seqno, next_file);
-        write_covered(&sink, target, &p).await?;
+        write_covered(sink_of(&sink)?, target, &p).await?;
         if pos != saved.pos {
             state.save_stream_position(&target.stream, &p)?;
         }
@@ -595,7 +685,11 @@ pub async fn follow(
         position: pos,
         seconds: started.elapsed().as_secs_f64(),
         stop,
-        dir: format!("{}/{}", sink.display, target.dir),
+        dir: match (&sink, &plan.destination) {
+            (Some(sink), _) => format!("{}/{}", sink.display, target.dir),
+            (None, DestinationUrl::Kafka(k)) => format!("kafka://{} topics {}", k.brokers, k.topic),
+            (None, d) => d.to_string(),
+        },
     })
 }
 

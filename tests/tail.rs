@@ -285,77 +285,86 @@ fn transaction(
     (sql, n)
 }
 
+/// Tables `a` (single key) and `b` (composite key) and an `ignored` one for the kill tests.
+const KILL_TABLES: &str = "CREATE TABLE a (id BIGINT PRIMARY KEY, v INT NOT NULL, s VARCHAR(50), \
+     n INT NULL); CREATE TABLE b (k1 VARCHAR(20), k2 INT, payload TEXT NULL, c INT NOT NULL, \
+     PRIMARY KEY (k1, k2)); CREATE TABLE ignored (id INT PRIMARY KEY)";
+
+/// Three rounds of: start `tail`, random transactions on `a` and `b` (and `ignored`) while it
+/// runs, kill -9 at a random moment, more transactions while it is down. Then a last run to
+/// `--until now`. Returns the number of row changes made to `a` and `b`.
+fn kill_rounds(case: &Case, m: &Path, start: &str, seed: u64) -> u64 {
+    let mut rng = Lcg(seed);
+    let (mut live_a, mut live_b, mut next) = (Vec::new(), Vec::new(), 0u64);
+    let mut changes = 0u64;
+    let mut write = |rng: &mut Lcg, n: u64, changes: &mut u64| {
+        let mut sql = String::new();
+        for _ in 0..n {
+            let (s, c) = transaction(rng, &mut live_a, &mut live_b, &mut next);
+            sql += &s;
+            *changes += c;
+        }
+        sql += "INSERT INTO ignored VALUES (FLOOR(RAND() * 1000000000)) ON DUPLICATE KEY UPDATE id = id;";
+        case.sql(&sql);
+    };
+    let mut first = true;
+    for round in 0..3 {
+        let mut args = vec![
+            "tail".to_string(),
+            "-m".into(),
+            m.to_str().expect("path").into(),
+            "--no-progress".into(),
+        ];
+        if first {
+            args.push("--from".into());
+            args.push(start.to_string());
+            first = false;
+        }
+        let mut child = bin()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tail");
+        for _ in 0..rng.range(2, 5) {
+            let n = rng.range(20, 60);
+            write(&mut rng, n, &mut changes);
+            std::thread::sleep(Duration::from_millis(rng.range(50, 700)));
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut err)
+                .ok();
+            panic!("tail ended early in round {round}: {status}\n{err}");
+        }
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+        // More changes while the stream is down.
+        let n = rng.range(10, 40);
+        write(&mut rng, n, &mut changes);
+    }
+    let out = tail_ok(m, &["--until", "now"]);
+    assert!(out.contains("reached --until"), "{out}");
+    changes
+}
+
 #[test]
 fn killed_and_restarted_tail_loses_and_repeats_nothing() {
     for seed in [7u64, 1234] {
         let case = Case::new(&format!("tail_kill_{seed}"));
-        case.sql(
-            "CREATE TABLE a (id BIGINT PRIMARY KEY, v INT NOT NULL, s VARCHAR(50), n INT NULL); \
-             CREATE TABLE b (k1 VARCHAR(20), k2 INT, payload TEXT NULL, c INT NOT NULL, \
-             PRIMARY KEY (k1, k2)); CREATE TABLE ignored (id INT PRIMARY KEY)",
-        );
+        case.sql(KILL_TABLES);
         let start = position();
         let m = case.manifest(&format!(
             "[tail]\nrotate_bytes = \"2KiB\"\nrotate_interval = \"1s\"\n\n\
              [[tables]]\nschema = \"{0}\"\ntable = \"a\"\n\n[[tables]]\nschema = \"{0}\"\ntable = \"b\"\n",
             case.name
         ));
-        let mut rng = Lcg(seed);
-        let (mut live_a, mut live_b, mut next) = (Vec::new(), Vec::new(), 0u64);
-        let mut changes = 0u64;
-        let mut write = |rng: &mut Lcg, n: u64, changes: &mut u64| {
-            let mut sql = String::new();
-            for _ in 0..n {
-                let (s, c) = transaction(rng, &mut live_a, &mut live_b, &mut next);
-                sql += &s;
-                *changes += c;
-            }
-            sql += "INSERT INTO ignored VALUES (FLOOR(RAND() * 1000000000)) ON DUPLICATE KEY UPDATE id = id;";
-            case.sql(&sql);
-        };
-        let mut first = true;
-        for round in 0..3 {
-            let mut args = vec![
-                "tail".to_string(),
-                "-m".into(),
-                m.to_str().expect("path").into(),
-                "--no-progress".into(),
-            ];
-            if first {
-                args.push("--from".into());
-                args.push(start.clone());
-                first = false;
-            }
-            let mut child = bin()
-                .args(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn tail");
-            for _ in 0..rng.range(2, 5) {
-                let n = rng.range(20, 60);
-                write(&mut rng, n, &mut changes);
-                std::thread::sleep(Duration::from_millis(rng.range(50, 700)));
-            }
-            if let Some(status) = child.try_wait().expect("wait") {
-                let mut err = String::new();
-                use std::io::Read;
-                child
-                    .stderr
-                    .take()
-                    .expect("stderr")
-                    .read_to_string(&mut err)
-                    .ok();
-                panic!("tail ended early in round {round}: {status}\n{err}");
-            }
-            child.kill().expect("kill -9");
-            child.wait().expect("reap");
-            // More changes while the stream is down.
-            let n = rng.range(10, 40);
-            write(&mut rng, n, &mut changes);
-        }
-        let out = tail_ok(&m, &["--until", "now"]);
-        assert!(out.contains("reached --until"), "{out}");
+        let changes = kill_rounds(&case, &m, &start, seed);
         let events = changelog(&case);
         check_seqnos(&events);
         let row_events = events.iter().filter(|e| e["op"] != "ddl").count() as u64;
@@ -386,6 +395,259 @@ fn killed_and_restarted_tail_loses_and_repeats_nothing() {
             last = seq;
         }
     }
+}
+
+/// Replaces the harness's file:// destination URL of manifest `m` with `keys`.
+fn destination(case: &Case, m: &Path, keys: &str) {
+    let text = std::fs::read_to_string(m).expect("manifest");
+    let file_url = format!("url = \"file://{}/out\"", case.dir.display());
+    assert!(text.contains(&file_url), "{text}");
+    std::fs::write(m, text.replacen(&file_url, keys, 1)).expect("manifest");
+}
+
+/// One message read back from Kafka.
+struct KafkaEvent {
+    partition: i32,
+    key: Vec<u8>,
+    seqno_header: u64,
+    stream_header: String,
+    value: J,
+}
+
+/// Every message of `topic`, partition by partition, from the start to the end.
+fn read_topic(brokers: &str, topic: &str) -> Vec<KafkaEvent> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "storagetapper-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = md.topics()[0].partitions().len() as i32;
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
+            .expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut next = low;
+        while next < high {
+            assert!(std::time::Instant::now() < deadline, "reading {topic}/{p}");
+            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m.expect("message");
+            next = m.offset() + 1;
+            let header = |name: &str| -> String {
+                let h = m.headers().expect("headers");
+                let v = h
+                    .iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .unwrap_or_else(|| panic!("no header {name}"));
+                String::from_utf8(v.to_vec()).expect("utf8 header")
+            };
+            out.push(KafkaEvent {
+                partition: p,
+                key: m.key().expect("key").to_vec(),
+                seqno_header: header("storagetapper.seqno").parse().expect("seqno"),
+                stream_header: header("storagetapper.stream"),
+                value: serde_json::from_slice(m.payload().expect("payload")).expect("JSON value"),
+            });
+        }
+    }
+    out
+}
+
+/// The kill test against a Kafka broker: every row change once, each key's changes in order
+/// in one partition (the Java client's partition for the key), seqnos 1..n over the topics.
+fn kafka_kill_test(case: &Case, brokers: &str, seed: u64) {
+    case.sql(KILL_TABLES);
+    let start = position();
+    let m = case.manifest_with_destination(
+        "",
+        &format!(
+            "[[tables]]\nschema = \"{0}\"\ntable = \"a\"\n\n[[tables]]\nschema = \"{0}\"\ntable = \"b\"\n",
+            case.name
+        ),
+    );
+    destination(
+        case,
+        &m,
+        &format!("url = \"kafka://{brokers}\"\npartitions = 3"),
+    );
+    let changes = kill_rounds(case, &m, &start, seed);
+    let mut events: Vec<KafkaEvent> = Vec::new();
+    for t in ["a", "b"] {
+        let topic = format!("{0}.{0}.{t}", case.name);
+        let got = read_topic(brokers, &topic);
+        // Order per partition: seqnos only grow.
+        for p in 0..3 {
+            let seqs: Vec<u64> = got
+                .iter()
+                .filter(|e| e.partition == p)
+                .map(|e| e.seqno_header)
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "{topic} partition {p} out of order: {seqs:?}"
+            );
+        }
+        for e in &got {
+            assert_eq!(e.stream_header, format!("{}/tail", case.name));
+            assert_eq!(e.value["seqno"].as_u64(), Some(e.seqno_header));
+            assert_eq!(e.value["source"]["table"], t);
+            // The key is the event's key; its partition is the Java client's for it.
+            let key: J = serde_json::from_slice(&e.key).expect("JSON key");
+            assert_eq!(key, e.value["key"], "message key");
+            assert_eq!(
+                e.partition,
+                storagetapper::kafka::partition_of(&e.key, 3),
+                "partition of key {key}"
+            );
+        }
+        events.extend(got);
+    }
+    events.sort_by_key(|e| e.seqno_header);
+    let seqnos: Vec<u64> = events.iter().map(|e| e.seqno_header).collect();
+    let want: Vec<u64> = (1..=changes).collect();
+    assert_eq!(
+        seqnos, want,
+        "seqnos 1..{changes}, each once (lost or repeated events otherwise)"
+    );
+    let values: Vec<J> = events.into_iter().map(|e| e.value).collect();
+    let a = replay(&values, &case.name, "a", &["id"]);
+    assert_eq!(a, table_now(case, "a", &["id"]), "seed {seed}: table a");
+    let b = replay(&values, &case.name, "b", &["k1", "k2"]);
+    assert_eq!(
+        b,
+        table_now(case, "b", &["k1", "k2"]),
+        "seed {seed}: table b"
+    );
+}
+
+#[test]
+fn kafka_stream_killed_and_restarted_loses_and_repeats_nothing() {
+    let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let case = Case::new("kafka_kill");
+    for t in ["a", "b"] {
+        mock.create_topic(&format!("{0}.{0}.{t}", case.name), 3, 1)
+            .expect("topic");
+    }
+    kafka_kill_test(&case, &mock.bootstrap_servers(), 99);
+}
+
+/// A cached `tansu` broker binary (never built here): `STORAGETAPPER_TANSU`, else `tansu` on
+/// the PATH, else `~/.cache/storagetapper/tansu/bin/tansu`.
+fn tansu() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STORAGETAPPER_TANSU") {
+        return Some(PathBuf::from(p));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("tansu"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let p =
+            PathBuf::from(std::env::var_os("HOME")?).join(".cache/storagetapper/tansu/bin/tansu");
+        p.is_file().then_some(p)
+    })
+}
+
+#[test]
+fn kafka_stream_against_tansu_when_cached() {
+    let Some(tansu) = tansu() else {
+        eprintln!(
+            "SKIPPED kafka_stream_against_tansu_when_cached: no tansu binary (set \
+             STORAGETAPPER_TANSU or put it on the PATH; see README)"
+        );
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut broker = std::process::Command::new(&tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "tansu did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let case = Case::new("kafka_tansu");
+    // Topics are not auto-created by tansu: the stream creates them (3 partitions).
+    let r = std::panic::catch_unwind(|| {
+        kafka_kill_test(&case, &format!("127.0.0.1:{port}"), 5);
+    });
+    broker.kill().ok();
+    broker.wait().ok();
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn kafka_unreachable_broker_is_a_clear_error() {
+    let case = Case::new("kafka_down");
+    case.sql("CREATE TABLE a (id INT PRIMARY KEY)");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let m = case.manifest(&format!(
+        "[[tables]]\nschema = \"{}\"\ntable = \"a\"\n",
+        case.name
+    ));
+    destination(&case, &m, &format!("url = \"kafka://127.0.0.1:{port}\""));
+    let t = std::time::Instant::now();
+    let o = run(&["tail", "-m", m.to_str().expect("path"), "--no-progress"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        t.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        t.elapsed()
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("cannot reach Kafka at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    // And `backup` says where change events and backups go.
+    let o = run(&["backup", "-m", m.to_str().expect("path"), "--no-progress"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("takes change events only"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
