@@ -13,7 +13,9 @@
 #      fresh output directory (storagetapper's state file removed too: always a full backup)
 #   5. medians per tool → bench/results.md (also printed)
 #
-#   (also: a binlog of ROWS row changes, decoded by \`storagetapper tail\` and \`mariadb-binlog -R -vv\`)
+#   (also: a binlog of ROWS row changes, decoded by \`storagetapper tail\` and \`mariadb-binlog -R -vv\`,
+#   and streamed by \`storagetapper tail\` into Kafka: librdkafka's mock cluster, in memory, in
+#   its own process (examples/kafka_mock.rs), each repetition into new topics)
 #
 # Environment: ROWS (default 1000000), REPS (default 3), BENCH_TABLE (wide or narrow; default
 # wide), BENCH_PORT (default: the first free port from 34306), BUILD=0 to skip `cargo build`,
@@ -75,11 +77,25 @@ free_port() {
 
 sql() { mariadb --no-defaults -uroot -S "$SANDBOX/mysqld.sock" "$@"; }
 
+# librdkafka's mock cluster in its own process (stopped by cleanup); sets KAFKA.
+start_kafka() {
+    local i
+    target/release/examples/kafka_mock >"$BENCH/kafka.addr" &
+    KAFKA_PID=$!
+    for ((i = 0; i < 50; i++)); do
+        KAFKA=$(head -n 1 "$BENCH/kafka.addr")
+        [ -z "$KAFKA" ] || return 0
+        sleep 0.1
+    done
+    die "the mock Kafka broker did not start"
+}
+
 # Stop the server; after a successful run also delete the data directory and the backups
 # (≈ 2 GB at 1M rows) unless KEEP=1.
 cleanup() {
     local rc=$?
     trap - EXIT
+    [ -z "${KAFKA_PID:-}" ] || kill "$KAFKA_PID" 2>/dev/null || true
     scripts/sandbox.sh stop "$SANDBOX" >/dev/null 2>&1 || true
     [ "$rc" -ne 0 ] || [ "${KEEP:-0}" = 1 ] || rm -rf "$SANDBOX" "$OUT"
     exit "$rc"
@@ -168,7 +184,12 @@ write_manifest() {
         echo "[state]"
         echo "url = \"sqlite://$id.db\""
         echo "[destination]"
-        echo "url = \"file://out/$id\""
+        if [ "$id" = st-kafka ]; then
+            echo "url = \"kafka://$KAFKA\""
+            echo "topic = \"{name}.rep$REP.{table}\""
+        else
+            echo "url = \"file://out/$id\""
+        fi
         echo "format = \"$format\""
         echo "compression = \"$compression\""
         [ -z "$recipient" ] || echo "encrypt_to = [\"$recipient\"]"
@@ -192,6 +213,7 @@ write_manifests() {
     write_manifest st-parquet parquet zstd
     write_manifest st-json-age json zstd "$recipient"
     write_manifest st-tail json zstd "" changes
+    REP=1 write_manifest st-kafka json zstd "" changes
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -233,14 +255,18 @@ define_tools() {
         "mariadb-binlog --no-defaults -R $tcp -vv --start-position=${TAIL_FROM##*:} --stop-position=${TAIL_TO##*:} $to_last ${TAIL_FROM%%:*} > /dev/null"
     tool st-tail tail "storagetapper tail (json+zstd)" \
         "$st tail -m $BENCH/st-tail.toml --from $TAIL_FROM --until $TAIL_TO"
+    tool st-kafka tail "storagetapper tail → Kafka (json, zstd batches; mock broker)" \
+        "$st tail -m $BENCH/st-kafka.toml --from $TAIL_FROM --until $TAIL_TO"
 }
 
 # The database a restore tool loads into.
 restore_db() { case $1 in myloader) echo bench_ml ;; *) echo bench_st ;; esac; }
 
-# Fresh output directory and state for a backup, empty database for a restore.
+# Fresh output directory and state for a backup, empty database for a restore; new topics
+# for the Kafka stream.
 prepare() {
     local id=$1
+    [ "$id" != st-kafka ] || REP=$2 write_manifest st-kafka json zstd "" changes
     case ${KIND[$id]} in
     backup | tail)
         rm -rf "${OUT:?}/$id" "$BENCH/$id.db" "$BENCH/$id.db-wal" "$BENCH/$id.db-shm" "$BENCH/$id.db-journal"
@@ -259,7 +285,7 @@ prepare() {
 check_run() {
     local id=$1 n
     case $id in
-    st-tail) ;;
+    st-tail | st-kafka) ;;
     st-*)
         n=$(find "$OUT/$id" -name metadata.json | wc -l)
         [ "$n" -eq 1 ] || die "$id: expected one complete backup (metadata.json), found $n"
@@ -269,7 +295,7 @@ check_run() {
         [ "$n" -ge 1 ] || die "$id: no data files in $OUT/$id"
         ;;
     esac
-    if [ "$id" = st-tail ]; then
+    if [ "$id" = st-tail ] || [ "$id" = st-kafka ]; then
         grep -q "reached --until: $ROWS events" "$LOGS/$id.$2.log" ||
             die "$id: expected $ROWS change events (log: $LOGS/$id.$2.log)"
     fi
@@ -286,7 +312,7 @@ server_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
 measure() {
     local id=$1 rep=$2 log=$LOGS/$1.$2.log tfile=$BENCH/time.out
     local c0 c1 wall user sys rss bytes=-
-    prepare "$id"
+    prepare "$id" "$rep"
     c0=$(server_cpu_ticks)
     if ! /usr/bin/time -f "$TIME_FMT" -o "$tfile" bash -o pipefail -c "${CMD[$id]}" >"$log" 2>&1; then
         tail -n 20 "$log" >&2
@@ -295,7 +321,7 @@ measure() {
     c1=$(server_cpu_ticks)
     read -r wall user sys rss < <(tail -n 1 "$tfile")
     check_run "$id" "$rep"
-    case $id in st-* | mydumper* | mariadb-dump*) bytes=$(du -sb "$OUT/$id" | cut -f 1) ;; esac
+    case $id in st-kafka) ;; st-* | mydumper* | mariadb-dump*) bytes=$(du -sb "$OUT/$id" | cut -f 1) ;; esac
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$id" "$wall" "$user" "$sys" "$rss" \
         "$(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')" "$bytes" >>"$RUNS"
     printf '     %-42s %6.2f s\n' "${LABEL[$id]//\\/}" "$wall"
@@ -323,7 +349,7 @@ summary_table() {
         rss=$(median "$id" '$6')
         srv=$(median "$id" '$7')
         bytes=-
-        case ${KIND[$id]} in backup | tail) [ "$id" = mariadb-binlog ] || bytes=$(median "$id" '$8') ;; esac
+        case ${KIND[$id]} in backup | tail) [ "$id" = mariadb-binlog ] || [ "$id" = st-kafka ] || bytes=$(median "$id" '$8') ;; esac
         LABEL_TEXT=${LABEL[$id]} awk -v w="$wall" -v cpu="$cpu" -v rss="$rss" -v srv="$srv" \
             -v bytes="$bytes" -v rows="$ROWS" -v dl="$DATA_LENGTH" -v bd="$base_dump" -v br="$base_read" '
             BEGIN {
@@ -384,6 +410,10 @@ write_results() {
         echo "  \`bench.changes\`, 10000 rows per transaction, $BINLOG_BYTES binlog bytes, $TAIL_FROM to $TAIL_TO);"
         echo "  rows/s counts those row changes. storagetapper tail ÷ mariadb-binlog (wall) ="
         echo "  $(awk -v a="$(median st-tail '$3')" -v b="$(median mariadb-binlog '$3')" 'BEGIN { printf "%.2f", a / b }')."
+        echo "  Into Kafka: the same changes as JSON events (zstd-compressed batches) to librdkafka's"
+        echo "  mock cluster (one in-memory broker in its own process on the same 2 cores; topics"
+        echo "  auto-created with 4 partitions), idempotent producer, acks=all, the position saved"
+        echo "  after each flush about every second."
         echo "- Each backup goes to an empty directory (and storagetapper's state file is removed), so"
         echo "  every run is a full backup; restores load this repetition's backups into a freshly"
         echo "  created database (\`bench_st\`, \`bench_ml\`) and are checked by row count."
@@ -415,7 +445,7 @@ main() {
     HZ=$(getconf CLK_TCK)
     if [ "${BUILD:-1}" != 0 ]; then
         step "cargo build --release"
-        cargo build --release
+        cargo build --release --bin storagetapper --example kafka_mock
     fi
     [ -x "$ST" ] || die "$ST is missing"
     step "Tools"
@@ -430,6 +460,7 @@ main() {
     echo "     bench.$TABLE: data_length $DATA_LENGTH bytes"
     write_binlog
     echo "     binlog of $ROWS row changes: $TAIL_FROM to $TAIL_TO ($BINLOG_BYTES bytes)"
+    start_kafka
     write_manifests
     define_tools
     : >"$RUNS"

@@ -370,9 +370,15 @@ impl KafkaWriter {
                 bail!("created, but the broker does not list it");
             }
         }
+        let consumer: BaseConsumer = base_config(&self.target)
+            .set("group.id", format!("storagetapper-{}", self.stream))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .context("cannot create a Kafka consumer")?;
         let mut floor = Vec::with_capacity(usize::try_from(partitions).unwrap_or(1));
         for p in 0..partitions {
-            floor.push(self.last_seqno(topic, p)?);
+            floor.push(self.last_seqno(&consumer, topic, p)?);
         }
         if floor.iter().any(|&f| f > 0) {
             tracing::info!(
@@ -440,14 +446,7 @@ impl KafkaWriter {
     }
 
     /// This stream's highest seqno in a partition (0: none), looking back from its end.
-    fn last_seqno(&self, topic: &str, partition: i32) -> Result<u64> {
-        let consumer: BaseConsumer = base_config(&self.target)
-            .set("group.id", format!("storagetapper-{}", self.stream))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("isolation.level", "read_uncommitted")
-            .create()
-            .context("cannot create a Kafka consumer")?;
+    fn last_seqno(&self, consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<u64> {
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
             .map_err(|e| anyhow!("partition {partition}: {e}"))?;
