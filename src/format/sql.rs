@@ -106,6 +106,16 @@ impl SqlEncoder {
         Ok(out)
     }
 
+    /// One row as a tuple literal `(…)` (the text of a row line in a file), for
+    /// [`tuple_to_tsv`].
+    ///
+    /// # Errors
+    /// When a value does not fit its column.
+    pub fn row_tuple(&mut self, r: &[Value]) -> Result<&[u8]> {
+        self.encode_row(r)?;
+        Ok(&self.row)
+    }
+
     fn end_statement(&mut self, out: &mut Vec<u8>) {
         if self.in_statement > 0 {
             out.extend_from_slice(b";\n");
@@ -165,6 +175,57 @@ impl SqlDecoder {
             line_no: 0,
         }
     }
+}
+
+/// Appends one row tuple line `(…)` of a SQL file as a line of `LOAD DATA`'s default text
+/// format (tab-separated, `\\` escapes, `\N` for NULL) with the fields at `pick` in order;
+/// returns how many fields the tuple has. Numbers and strings keep their text, hex literals
+/// become their bytes, so the server converts each field exactly as it converts the literal.
+/// One exception: LOAD DATA reads every field as a string, and the string `0` is the YEAR
+/// 2000 where the number 0 is 0000, so YEAR 0 is written `0000`.
+///
+/// # Errors
+/// When the line is not a tuple.
+pub fn tuple_to_tsv(
+    line: &[u8],
+    columns: &[ColumnInfo],
+    pick: &[usize],
+    out: &mut Vec<u8>,
+) -> Result<usize> {
+    let lits = parse_tuple(line)?;
+    for (n, &i) in pick.iter().enumerate() {
+        if n > 0 {
+            out.push(b'\t');
+        }
+        match lits.get(i) {
+            None => bail!(
+                "the row has {} values, column {} is missing",
+                lits.len(),
+                i + 1
+            ),
+            Some(Lit::Null) => out.extend_from_slice(b"\\N"),
+            Some(Lit::Number(t))
+                if t == "0" && columns.get(i).is_some_and(|c| c.kind == Kind::Year) =>
+            {
+                out.extend_from_slice(b"0000");
+            }
+            Some(Lit::Number(t)) => out.extend_from_slice(t.as_bytes()),
+            Some(Lit::Str(b) | Lit::Hex(b)) => {
+                for &c in b {
+                    match c {
+                        b'\\' => out.extend_from_slice(b"\\\\"),
+                        b'\t' => out.extend_from_slice(b"\\t"),
+                        b'\n' => out.extend_from_slice(b"\\n"),
+                        b'\r' => out.extend_from_slice(b"\\r"),
+                        0 => out.extend_from_slice(b"\\0"),
+                        c => out.push(c),
+                    }
+                }
+            }
+        }
+    }
+    out.push(b'\n');
+    Ok(lits.len())
 }
 
 /// One literal of a row tuple.
@@ -345,5 +406,44 @@ mod tests {
         assert!(text.matches("INSERT INTO `t``x`").count() > 3, "{text}");
         assert_eq!(text.lines().filter(|l| l.starts_with('(')).count(), 30);
         assert!(text.ends_with(");\n"));
+    }
+
+    #[test]
+    fn tuples_become_load_data_lines() {
+        let mut out = Vec::new();
+        let line = b"(1,NULL,'a\\tb\\\\c\\nd\\0',X'00ff5c09',-1.5e-7,'2020-01-01 00:00:00'),\n";
+        let col = |kind| ColumnInfo {
+            name: "c".into(),
+            kind,
+            fsp: 0,
+            column_type: String::new(),
+            nullable: true,
+        };
+        let cols: Vec<ColumnInfo> = [
+            Kind::Int,
+            Kind::Int,
+            Kind::Text,
+            Kind::Binary,
+            Kind::Double,
+            Kind::DateTime,
+        ]
+        .into_iter()
+        .map(col)
+        .collect();
+        let n = tuple_to_tsv(line, &cols, &[0, 1, 2, 3, 4, 5], &mut out).expect("tuple");
+        assert_eq!(n, 6);
+        assert_eq!(
+            out,
+            b"1\t\\N\ta\\tb\\\\c\\nd\\0\t\\0\xff\\\\\\t\t-1.5e-7\t2020-01-01 00:00:00\n".to_vec()
+        );
+        out.clear();
+        tuple_to_tsv(b"(1,2,3);\n", &cols, &[2, 0], &mut out).expect("pick");
+        assert_eq!(out, b"3\t1\n".to_vec());
+        assert!(tuple_to_tsv(b"(1,2)", &cols, &[3], &mut out).is_err());
+        // YEAR 0 is 0000, not the string `0` (= 2000).
+        out.clear();
+        let years = [col(Kind::Year), col(Kind::Int)];
+        tuple_to_tsv(b"(0,0)", &years, &[0, 1], &mut out).expect("year");
+        assert_eq!(out, b"0000\t0\n".to_vec());
     }
 }
