@@ -534,13 +534,8 @@ pub async fn follow(
                     });
                     if let Some(k) = kafka.as_mut() {
                         if pos != saved.pos && last_flush.elapsed() >= KAFKA_SAVE_INTERVAL {
-                            k.flush().await?;
-                            save(&state, target, &pos, next_seqno, next_file)?;
-                            saved = Saved {
-                                pos,
-                                seqno: next_seqno,
-                                events,
-                            };
+                            saved =
+                                flush_and_save(k, &state, target, pos, next_seqno, events).await?;
                             last_flush = Instant::now();
                         }
                     } else if rotate {
@@ -576,13 +571,8 @@ pub async fn follow(
                     if let Some(k) = kafka.as_mut() {
                         let pos = reader.position();
                         if !in_trx && pos != saved.pos {
-                            k.flush().await?;
-                            save(&state, target, &pos, next_seqno, next_file)?;
-                            saved = Saved {
-                                pos,
-                                seqno: next_seqno,
-                                events,
-                            };
+                            saved =
+                                flush_and_save(k, &state, target, pos, next_seqno, events).await?;
                             last_flush = Instant::now();
                         }
                     }
@@ -824,6 +814,25 @@ async fn open_file(
     )?;
     e.start(buf);
     Ok((f, e))
+}
+
+/// Kafka: waits for the broker to acknowledge everything sent, then saves `pos` (a Kafka
+/// stream writes no files: its next file number stays 0).
+async fn flush_and_save(
+    k: &mut KafkaWriter,
+    state: &SqliteState,
+    target: &StreamTarget,
+    pos: BinlogPos,
+    next_seqno: u64,
+    events: u64,
+) -> Result<Saved> {
+    k.flush().await?;
+    save(state, target, &pos, next_seqno, 0)?;
+    Ok(Saved {
+        pos,
+        seqno: next_seqno,
+        events,
+    })
 }
 
 fn gtid_server(gtid: &str) -> u32 {
