@@ -27,6 +27,8 @@ lint:
 
 test: deps pydeps
 	STORAGETAPPER_PYTHON=$(abspath $(PYENV))/bin/python $(CARGO) test -- --test-threads=2
+	@{ test -n "$$STORAGETAPPER_TANSU" || command -v tansu >/dev/null 2>&1 || test -x "$$HOME/.cache/storagetapper/tansu/bin/tansu"; } || \
+	  echo "SKIPPED: the Kafka test against a real broker (no cached tansu binary; see README \"Kafka\")"
 
 demo: deps build
 	scripts/demo.sh
