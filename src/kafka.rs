@@ -275,7 +275,8 @@ impl KafkaWriter {
             self.skipped += 1;
             return Ok(Sent::Skipped);
         }
-        let seq = seqno.to_string();
+        let mut seq_text = itoa::Buffer::new();
+        let seq = seq_text.format(seqno);
         let headers = OwnedHeaders::new_with_capacity(3)
             .insert(Header {
                 key: STREAM_HEADER,

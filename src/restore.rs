@@ -604,22 +604,51 @@ async fn worker(sh: &Shared, mut conn: Conn) -> Result<()> {
     Ok(())
 }
 
-/// Loads one chunk with `LOAD DATA LOCAL INFILE` (about half the server's work of multi-row
-/// INSERTs): the file is decoded on a blocking thread into LOAD DATA's text format and streamed
-/// to the server, in one transaction. Warnings the server reports are logged.
-async fn load_chunk_infile(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<u64> {
+/// A chunk to load: its table, its entry in `metadata.json`, its path and the opened file.
+struct ChunkInput<'a> {
+    t: &'a TablePlan,
+    chunk: &'a layout::ChunkMeta,
+    path: String,
+    reader: crate::sink::ChannelReader,
+    table: format::TableInfo,
+}
+
+async fn open_chunk<'a>(sh: &'a Shared, job: &Job) -> Result<ChunkInput<'a>> {
     let t = &sh.tables[job.table];
-    let ci = usize::try_from(job.chunk_no)?;
-    let chunk = &t.meta.chunks[ci];
+    let chunk = t
+        .meta
+        .chunks
+        .get(usize::try_from(job.chunk_no)?)
+        .ok_or_else(|| anyhow!("{}: no chunk {}", t.name(), job.chunk_no))?;
     let path = format!("{}/{}", sh.dir, chunk.file);
     let reader = sh.sink.open_read(&path).await?;
-    let ids = sh.identities.clone();
-    let format = sh.format;
     let table = format::TableInfo {
         schema: t.meta.schema.clone(),
         table: t.meta.table.clone(),
         columns: Arc::clone(&t.columns),
     };
+    Ok(ChunkInput {
+        t,
+        chunk,
+        path,
+        reader,
+        table,
+    })
+}
+
+/// Loads one chunk with `LOAD DATA LOCAL INFILE` (about half the server's work of multi-row
+/// INSERTs): the file is decoded on a blocking thread into LOAD DATA's text format and streamed
+/// to the server, in one transaction. Warnings the server reports are logged.
+async fn load_chunk_infile(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<u64> {
+    let ChunkInput {
+        t,
+        chunk,
+        path,
+        reader,
+        table,
+    } = open_chunk(sh, job).await?;
+    let ids = sh.identities.clone();
+    let format = sh.format;
     let ncols = t.columns.len();
     let all: Vec<usize> = (0..ncols).collect();
     let mut enc = SqlEncoder::for_insert(
@@ -869,17 +898,15 @@ async fn load_chunk(sh: &Shared, conn: &mut Conn, job: &Job) -> Result<u64> {
     if infile {
         return load_chunk_infile(sh, conn, job).await;
     }
-    let ci = usize::try_from(job.chunk_no)?;
-    let chunk = &t.meta.chunks[ci];
-    let path = format!("{}/{}", sh.dir, chunk.file);
-    let reader = sh.sink.open_read(&path).await?;
+    let ChunkInput {
+        t: _,
+        chunk,
+        path,
+        reader,
+        table,
+    } = open_chunk(sh, job).await?;
     let ids = sh.identities.clone();
     let format = sh.format;
-    let table = format::TableInfo {
-        schema: t.meta.schema.clone(),
-        table: t.meta.table.clone(),
-        columns: Arc::clone(&t.columns),
-    };
     let mut enc = SqlEncoder::for_insert(
         &t.target_sql(),
         &t.columns,

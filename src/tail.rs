@@ -313,6 +313,32 @@ pub async fn follow(
     let mut avro_known: Vec<changelog::AvroVersion> = Vec::new();
     let stop: Stop;
 
+    // Completes the open changelog file at a transaction boundary and saves the position
+    // after it: what a restart (or an Avro/Parquet start-over) resumes from.
+    macro_rules! finish {
+        ($pos:expr) => {{
+            let pos: BinlogPos = $pos;
+            finish_file(
+                sink_of(&sink)?,
+                &mut encoder,
+                &mut file,
+                &mut buf,
+                &state,
+                target,
+                &pos,
+                next_seqno,
+                &mut next_file,
+            )
+            .await?;
+            files += 1;
+            Saved {
+                pos,
+                seqno: next_seqno,
+                events,
+            }
+        }};
+    }
+
     if let Some(u) = &until
         && u.reached_by(&saved.pos, reader.gtid_state())
     {
@@ -539,24 +565,7 @@ pub async fn follow(
                             last_flush = Instant::now();
                         }
                     } else if rotate {
-                        finish_file(
-                            sink_of(&sink)?,
-                            &mut encoder,
-                            &mut file,
-                            &mut buf,
-                            &state,
-                            target,
-                            &pos,
-                            next_seqno,
-                            &mut next_file,
-                        )
-                        .await?;
-                        files += 1;
-                        saved = Saved {
-                            pos,
-                            seqno: next_seqno,
-                            events,
-                        };
+                        saved = finish!(pos);
                     } else if file.is_none() && pos != saved.pos {
                         // Nothing of ours in these transactions: remember we read past them.
                         save(&state, target, &pos, next_seqno, next_file)?;
@@ -581,25 +590,7 @@ pub async fn follow(
                             .as_ref()
                             .is_some_and(|(_, t)| t.elapsed() >= rotate_interval);
                     if idle_rotate {
-                        let pos = reader.position();
-                        finish_file(
-                            sink_of(&sink)?,
-                            &mut encoder,
-                            &mut file,
-                            &mut buf,
-                            &state,
-                            target,
-                            &pos,
-                            next_seqno,
-                            &mut next_file,
-                        )
-                        .await?;
-                        files += 1;
-                        saved = Saved {
-                            pos,
-                            seqno: next_seqno,
-                            events,
-                        };
+                        saved = finish!(reader.position());
                     }
                 }
             }
@@ -645,19 +636,7 @@ pub async fn follow(
             );
         }
     } else if file.is_some() {
-        finish_file(
-            sink_of(&sink)?,
-            &mut encoder,
-            &mut file,
-            &mut buf,
-            &state,
-            target,
-            &pos,
-            next_seqno,
-            &mut next_file,
-        )
-        .await?;
-        files += 1;
+        let _ = finish!(pos.clone());
     } else {
         // Transactions of other tables since the last file also count as covered (the
         // state was saved as they passed; the coverage file only here, once).

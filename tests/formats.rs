@@ -139,10 +139,7 @@ fn torture_round_trips_in_every_format_and_restores_identically() {
         Format::Parquet,
     ] {
         let ext = format.ext();
-        let _ = std::fs::remove_dir_all(case.dir.join("out"));
-        let _ = std::fs::remove_file(case.dir.join("state.db"));
-        let m = case.manifest_with_destination(&format!("format = \"{}\"", format_key(format)), "[snapshot]\nthreads = 2\nchunk_rows = 2\n\n[[tables]]\nschema = \"torture\"\ntable = \"torture\"\n",);
-        backup_ok(&m, &[]);
+        let m = fresh_backup(&case, format, "torture");
         let b = &case.complete_backups()[0];
         let (info, got) = decode_table(b, "torture", format);
         let want = source_rows("torture", "torture", &info.columns);
@@ -211,10 +208,7 @@ fn restore_through_load_data_is_identical_in_every_format() {
         Format::Parquet,
     ] {
         let ext = format.ext();
-        let _ = std::fs::remove_dir_all(case.dir.join("out"));
-        let _ = std::fs::remove_file(case.dir.join("state.db"));
-        let m = case.manifest_with_destination(&format!("format = \"{}\"", format_key(format)), "[snapshot]\nthreads = 2\nchunk_rows = 2\n\n[[tables]]\nschema = \"infile\"\ntable = \"torture\"\n",);
-        backup_ok(&m, &[]);
+        let m = fresh_backup(&case, format, "infile");
         let chunks = metadata(&case.complete_backups()[0])["tables"][0]["chunks"]
             .as_array()
             .expect("chunks")
@@ -242,6 +236,22 @@ fn restore_through_load_data_is_identical_in_every_format() {
             "{ext}: restored checksum"
         );
     }
+}
+
+/// A new backup of `schema.torture` in `format` (2 rows per chunk, 2 threads) into an empty
+/// destination and state; returns its manifest.
+fn fresh_backup(case: &Case, format: Format, schema: &str) -> std::path::PathBuf {
+    let _ = std::fs::remove_dir_all(case.dir.join("out"));
+    let _ = std::fs::remove_file(case.dir.join("state.db"));
+    let m = case.manifest_with_destination(
+        &format!("format = \"{}\"", format_key(format)),
+        &format!(
+            "[snapshot]\nthreads = 2\nchunk_rows = 2\n\n[[tables]]\nschema = \"{schema}\"\n\
+             table = \"torture\"\n"
+        ),
+    );
+    backup_ok(&m, &[]);
+    m
 }
 
 fn format_key(f: Format) -> &'static str {
