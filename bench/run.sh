@@ -17,7 +17,12 @@
 #   and streamed by \`storagetapper tail\` into Kafka: librdkafka's mock cluster, in memory, in
 #   its own process (examples/kafka_mock.rs), each repetition into new topics)
 #
-# Environment: ROWS (default 1000000), REPS (default 3), BENCH_TABLE (wide or narrow; default
+#   6. memory: the table grown to RSS_FACTOR × ROWS rows, each storagetapper backup once more
+#      (peak RSS at both sizes); bench/results.png drawn by bench/chart.py (matplotlib)
+#   7. PROFILE=1: each storagetapper backup under `perf record -a -g` → bench/profiles.md
+#
+# Environment: ROWS (default 1000000), REPS (default 3), RSS_FACTOR (default 4; 0 or 1 skips
+# the memory runs), BENCH_TABLE (wide or narrow; default
 # wide), BENCH_PORT (default: the first free port from 34306), BUILD=0 to skip `cargo build`,
 # KEEP=1 to keep the server's data directory and the backups in target/bench (≈ 2 GB at 1M rows).
 # All tools connect over TCP to 127.0.0.1 (storagetapper's manifest URL has no socket form).
@@ -37,11 +42,15 @@ LOGS=$BENCH/logs
 RUNS=$BENCH/runs.tsv
 KEY=$BENCH/bench.key
 RESULTS=bench/results.md
+CHART=bench/results.png
+PROFILES=bench/profiles.md
+RSS_FACTOR=${RSS_FACTOR:-4}
 ST=target/release/storagetapper
 TIME_FMT='%e %U %S %M' # wall s, user s, sys s, peak RSS KiB
 
 [[ $ROWS =~ ^[1-9][0-9]*$ ]] || { echo "bench: ROWS must be a positive integer" >&2; exit 2; }
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || { echo "bench: REPS must be a positive integer" >&2; exit 2; }
+[[ $RSS_FACTOR =~ ^[0-9]+$ ]] || { echo "bench: RSS_FACTOR must be a whole number" >&2; exit 2; }
 [[ $TABLE =~ ^(wide|narrow)$ ]] || { echo "bench: BENCH_TABLE must be wide or narrow" >&2; exit 2; }
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -80,6 +89,7 @@ sql() { mariadb --no-defaults -uroot -S "$SANDBOX/mysqld.sock" "$@"; }
 # librdkafka's mock cluster in its own process (stopped by cleanup); sets KAFKA.
 start_kafka() {
     local i
+    : >"$BENCH/kafka.addr" # not an earlier run's address (the redirection below is not instant)
     target/release/examples/kafka_mock >"$BENCH/kafka.addr" &
     KAFKA_PID=$!
     for ((i = 0; i < 50; i++)); do
@@ -113,6 +123,28 @@ start_server() {
     SERVER_PID=$(cat "$SANDBOX/mysqld.pid")
 }
 
+# wide_rows FROM TO: the INSERT of rows FROM..TO of bench.wide (deterministic in the id).
+wide_rows() {
+    cat <<SQL
+INSERT INTO bench.wide
+SELECT seq,
+       seq * 7919 % 1000003,
+       MD5(seq),
+       (seq * 104729 % 100000000) / 100 - 250000,
+       TIMESTAMP'2020-01-01 00:00:00' + INTERVAL seq * 37 SECOND,
+       SQRT(seq) * 1000 / 7,
+       CONCAT(ELT(1 + seq % 6, 'Zoë', 'José', 'Łukasz', 'Søren', 'Ana', 'Bob'), ' ',
+              ELT(1 + seq DIV 6 % 5, 'Müller', 'García', 'O''Brien', 'Nguyễn', 'Smith'),
+              ' #', seq, ' ', REPEAT('x', seq % 50)),
+       seq * 2654435761 % 4294967296,
+       IF(seq % 3 = 0, CONCAT('note ', seq, ': ', REPEAT('lorem ipsum dolor ', 1 + seq % 8)), NULL)
+FROM seq_$1_to_$2;
+SQL
+}
+
+# narrow_rows FROM TO: the INSERT of rows FROM..TO of bench.narrow.
+narrow_rows() { echo "INSERT INTO bench.narrow SELECT seq, seq % 1000, seq * 7 % 100003 FROM seq_$1_to_$2;"; }
+
 load_data() {
     sql >/dev/null <<SQL
 -- Bulk load outside the binlog; the binlog stays on for the backups' positions.
@@ -131,25 +163,13 @@ CREATE TABLE wide (
   flags INT UNSIGNED NOT NULL,
   note TEXT NULL
 ) ENGINE=InnoDB;
-INSERT INTO wide
-SELECT seq,
-       seq * 7919 % 1000003,
-       MD5(seq),
-       (seq * 104729 % 100000000) / 100 - 250000,
-       TIMESTAMP'2020-01-01 00:00:00' + INTERVAL seq * 37 SECOND,
-       SQRT(seq) * 1000 / 7,
-       CONCAT(ELT(1 + seq % 6, 'Zoë', 'José', 'Łukasz', 'Søren', 'Ana', 'Bob'), ' ',
-              ELT(1 + seq DIV 6 % 5, 'Müller', 'García', 'O''Brien', 'Nguyễn', 'Smith'),
-              ' #', seq, ' ', REPEAT('x', seq % 50)),
-       seq * 2654435761 % 4294967296,
-       IF(seq % 3 = 0, CONCAT('note ', seq, ': ', REPEAT('lorem ipsum dolor ', 1 + seq % 8)), NULL)
-FROM seq_1_to_$ROWS;
+$(wide_rows 1 "$ROWS")
 CREATE TABLE narrow (
   id BIGINT NOT NULL PRIMARY KEY,
   a INT NOT NULL,
   b INT NOT NULL
 ) ENGINE=InnoDB;
-INSERT INTO narrow SELECT seq, seq % 1000, seq * 7 % 100003 FROM seq_1_to_$ROWS;
+$(narrow_rows 1 "$ROWS")
 ANALYZE TABLE wide, narrow;
 SQL
     DATA_LENGTH=$(sql -N -B -e "SELECT data_length FROM information_schema.TABLES
@@ -192,6 +212,7 @@ write_manifest() {
         fi
         echo "format = \"$format\""
         echo "compression = \"$compression\""
+        [ "$id" != st-json-z1 ] || echo "compression_level = 1"
         [ -z "$recipient" ] || echo "encrypt_to = [\"$recipient\"]"
         echo "[snapshot]"
         echo "threads = $THREADS"
@@ -209,6 +230,7 @@ write_manifests() {
     [[ $recipient == age1* ]] || die "storagetapper keygen printed no recipient"
     write_manifest st-sql sql none
     write_manifest st-json json zstd
+    write_manifest st-json-z1 json zstd
     write_manifest st-avro avro zstd
     write_manifest st-parquet parquet zstd
     write_manifest st-json-age json zstd "$recipient"
@@ -238,6 +260,7 @@ define_tools() {
         "mariadb-dump --no-defaults $tcp --single-transaction --quick bench $TABLE | zstd -q > $OUT/mariadb-dump-zstd/$TABLE.sql.zst"
     tool st-sql backup "storagetapper sql" "$st backup -m $BENCH/st-sql.toml"
     tool st-json backup "storagetapper json+zstd" "$st backup -m $BENCH/st-json.toml"
+    tool st-json-z1 backup "storagetapper json+zstd level 1" "$st backup -m $BENCH/st-json-z1.toml"
     tool st-avro backup "storagetapper avro+zstd" "$st backup -m $BENCH/st-avro.toml"
     tool st-parquet backup "storagetapper parquet (zstd inside)" "$st backup -m $BENCH/st-parquet.toml"
     tool st-json-age backup "storagetapper json+zstd+age" "$st backup -m $BENCH/st-json-age.toml"
@@ -327,8 +350,105 @@ measure() {
     printf '     %-42s %6.2f s\n' "${LABEL[$id]//\\/}" "$wall"
 }
 
+# Memory: bench.$TABLE grown to RSS_FACTOR × ROWS rows, each storagetapper backup run once
+# more; its peak RSS goes next to the median at ROWS (bounded memory: the same within noise).
+BACKUPS=(st-sql st-json st-json-z1 st-avro st-parquet st-json-age)
+memory_runs() {
+    BIG_ROWS=$((ROWS * RSS_FACTOR))
+    step "Memory: bench.$TABLE grown to $BIG_ROWS rows; one more run of each storagetapper backup"
+    {
+        echo "SET SESSION sql_log_bin = 0; USE bench;"
+        "${TABLE}_rows" $((ROWS + 1)) "$BIG_ROWS"
+    } | sql
+    : >"$BENCH/runs-big.tsv"
+    local id
+    for id in "${BACKUPS[@]}"; do
+        RUNS=$BENCH/runs-big.tsv measure "$id" big
+    done
+    rm -rf "${OUT:?}"/st-*
+}
+
+# PROFILE=1: each storagetapper backup once more under `perf record -a -g` (the whole machine:
+# the server's share is part of the answer) → bench/profiles.md: CPU by process, then the
+# hottest functions. Needs a working `perf` (Debian's linux-perf); skipped with a message if not.
+profile_runs() {
+    local id data top
+    if ! perf stat -e task-clock -o /dev/null true 2>/dev/null; then
+        echo "bench: PROFILE=1 but \`perf\` does not work here: no profiles" >&2
+        return
+    fi
+    step "Profiles (perf record -a -g) → $PROFILES"
+    {
+        echo "# Where the time goes: storagetapper backups under perf"
+        echo
+        echo "Written by \`bench/run.sh\` with PROFILE=1 on $(date -u '+%Y-%m-%d %H:%M UTC'), commit"
+        echo "$(git rev-parse --short HEAD 2>/dev/null || echo unknown); \`bench.$TABLE\`, $ROWS rows, $(nproc) CPUs."
+        echo "Each backup ran once under \`perf record -F 999 -a -g\` (the whole machine, so the"
+        echo "server's share shows); percentages are of all samples on all CPUs, idle (swapper) left out."
+        for id in "${BACKUPS[@]}"; do
+            case $id in st-json-age | st-json-z1) continue ;; esac
+            data=$BENCH/perf.$id.data
+            prepare "$id" profile
+            perf record -q -F 999 -a -g -o "$data" -- bash -c "${CMD[$id]}" >"$LOGS/$id.profile.log" 2>&1 ||
+                die "$id failed under perf (log: $LOGS/$id.profile.log)"
+            echo
+            echo "## ${LABEL[$id]}"
+            echo
+            echo "CPU by process (comm):"
+            echo
+            echo '```'
+            perf report -i "$data" --no-children --sort comm --stdio -g none --percent-limit 1 2>/dev/null |
+                grep -v -e '^#' -e '^$' | grep -v -w swapper | head -n 8
+            echo '```'
+            echo
+            echo "Hottest functions (all processes, ≥ 1.5 %):"
+            echo
+            echo '```'
+            perf report -i "$data" --no-children --sort comm,dso,sym --stdio -g none --percent-limit 1.5 2>/dev/null |
+                grep -v -e '^#' -e '^$' | grep -v -w swapper | sed 's/ *$//' | head -n 25
+            echo '```'
+        done
+    } >"$PROFILES"
+    rm -f "$BENCH"/perf.*.data
+}
+
 # ---------------------------------------------------------------------------------------------
 # Report
+
+# $BENCH/medians.tsv and $BENCH/rss.tsv for bench/chart.py; the chart next to results.md.
+write_chart() {
+    local id py=${BENCH_PYTHON:-$ROOT/target/pyenv/bin/python}
+    for id in "${ORDER[@]}"; do
+        [ "$id" != st-kafka ] || continue # another kind of work (a broker on the same cores)
+        printf '%s\t%s\t%s\t%s\t%s\n' "${KIND[$id]}" "${LABEL[$id]//\\/}" "$(median "$id" '$3')" \
+            "$(awk -v w="$(median "$id" '$3')" -v r="$ROWS" 'BEGIN { printf "%d", r / w }')" \
+            "$(median "$id" '$6 / 1024')"
+    done >"$BENCH/medians.tsv"
+    : >"$BENCH/rss.tsv"
+    if [ -n "${BIG_ROWS:-}" ]; then
+        for id in "${BACKUPS[@]}"; do
+            printf '%s\t%s\t%s\n' "${LABEL[$id]#storagetapper }" "$ROWS" "$(median "$id" '$6 * 1024 / 1e6')"
+            printf '%s\t%s\t%s\n' "${LABEL[$id]#storagetapper }" "$BIG_ROWS" "$(RUNS=$BENCH/runs-big.tsv median "$id" '$6 * 1024 / 1e6')"
+        done >"$BENCH/rss.tsv"
+    fi
+    if "$py" -c 'import matplotlib' 2>/dev/null; then
+        "$py" bench/chart.py "$BENCH/medians.tsv" "$BENCH/rss.tsv" "$CHART" \
+            "make bench ROWS=$ROWS REPS=$REPS (bench.$TABLE; $(nproc) CPUs; $(date -u '+%Y-%m-%d'))"
+    else
+        echo "bench: no matplotlib in $py (\`make bench\` installs it): $CHART not drawn" >&2
+    fi
+}
+
+memory_table() {
+    echo "| backup | peak RSS MB, $ROWS rows (median) | peak RSS MB, $BIG_ROWS rows | wall s, $BIG_ROWS rows | rows/s, $BIG_ROWS rows |"
+    echo "|---|--:|--:|--:|--:|"
+    local id
+    for id in "${BACKUPS[@]}"; do
+        awk -v l="${LABEL[$id]}" -v a="$(median "$id" '$6')" -v b="$(RUNS=$BENCH/runs-big.tsv median "$id" '$6')" \
+            -v w="$(RUNS=$BENCH/runs-big.tsv median "$id" '$3')" -v r="$BIG_ROWS" \
+            'BEGIN { printf "| %s | %.1f | %.1f | %.2f | %d |\n", l, a * 1024 / 1e6, b * 1024 / 1e6, w, r / w }'
+    done
+}
 
 # median ID EXPR: the median over the tool's runs of an awk expression on a line of $RUNS
 # (e.g. '$3', '$4 + $5').
@@ -395,6 +515,8 @@ write_results() {
         echo
         summary_table
         echo
+        echo "![rows/s per tool and storagetapper's peak RSS](results.png)"
+        echo
         echo "- wall: elapsed seconds; rows/s and MB/s: the table's rows and data_length (MB = 10⁶"
         echo "  bytes) divided by wall."
         echo "- CPU: user+sys of the tool and its children (GNU time); server CPU: user+sys of"
@@ -418,6 +540,15 @@ write_results() {
         echo "  every run is a full backup; restores load this repetition's backups into a freshly"
         echo "  created database (\`bench_st\`, \`bench_ml\`) and are checked by row count."
         echo
+        if [ -n "${BIG_ROWS:-}" ]; then
+            echo "## Memory: $ROWS vs $BIG_ROWS rows"
+            echo
+            echo "The same backups after \`bench.$TABLE\` was grown to $BIG_ROWS rows (one run each, after"
+            echo "the repetitions above): bounded memory means the same peak RSS at both sizes."
+            echo
+            memory_table
+            echo
+        fi
         echo "## Commands"
         echo
         echo "Run from the repository root; manifests are in target/bench/ (e.g. st-json.toml:"
@@ -473,7 +604,10 @@ main() {
         done
     done
     sql -e "DROP DATABASE IF EXISTS bench_st; DROP DATABASE IF EXISTS bench_ml"
+    [ "${PROFILE:-0}" = 0 ] || profile_runs
+    [ "$RSS_FACTOR" -le 1 ] || memory_runs
     write_results
+    write_chart
     step "Medians ($RESULTS)"
     summary_table
 }

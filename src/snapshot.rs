@@ -902,6 +902,7 @@ fn encode_chunk(
     let mut first_key = None;
     let mut last_key = None;
     let mut buf = Vec::with_capacity(BATCH_BYTES + 4096);
+    let mut scratch = Vec::new();
     let take_key = |row: &[Value]| -> Vec<Value> {
         key_pos
             .iter()
@@ -921,7 +922,8 @@ fn encode_chunk(
         }
         rows += batch.len() as u64;
         for r in &batch {
-            fingerprint = fingerprint.wrapping_add(u64::from(value::row_fingerprint(r)));
+            fingerprint =
+                fingerprint.wrapping_add(u64::from(value::row_fingerprint(r, &mut scratch)));
         }
         out.writer().write_all(&buf)?;
     }

@@ -480,47 +480,50 @@ pub fn scaled_text(unscaled: &str, scale: usize) -> String {
 
 /// A checksum of one row's values as read from the source (binary protocol), the same for the
 /// same values whichever format the backup is in. Integers hash by value (signed or not).
-pub fn row_fingerprint(row: &[Value]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
+/// `scratch` is reused between rows: the row's bytes are gathered and hashed in one call (the
+/// CRC of the concatenation, so the same value as hashing piece by piece, at a third of the
+/// cost for rows of small values).
+pub fn row_fingerprint(row: &[Value], scratch: &mut Vec<u8>) -> u32 {
+    scratch.clear();
     for v in row {
         match v {
-            Value::NULL => h.update(&[0]),
+            Value::NULL => scratch.push(0),
             Value::Bytes(b) => {
-                h.update(&[1]);
-                h.update(&(b.len() as u64).to_le_bytes());
-                h.update(b);
+                scratch.push(1);
+                scratch.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                scratch.extend_from_slice(b);
             }
             Value::Int(i) => {
-                h.update(&[2]);
-                h.update(&i128::from(*i).to_le_bytes());
+                scratch.push(2);
+                scratch.extend_from_slice(&i128::from(*i).to_le_bytes());
             }
             Value::UInt(u) => {
-                h.update(&[2]);
-                h.update(&i128::from(*u).to_le_bytes());
+                scratch.push(2);
+                scratch.extend_from_slice(&i128::from(*u).to_le_bytes());
             }
             Value::Float(f) => {
-                h.update(&[4]);
-                h.update(&f.to_bits().to_le_bytes());
+                scratch.push(4);
+                scratch.extend_from_slice(&f.to_bits().to_le_bytes());
             }
             Value::Double(f) => {
-                h.update(&[5]);
-                h.update(&f.to_bits().to_le_bytes());
+                scratch.push(5);
+                scratch.extend_from_slice(&f.to_bits().to_le_bytes());
             }
             Value::Date(y, mo, d, hh, mi, s, us) => {
-                h.update(&[6]);
-                h.update(&y.to_le_bytes());
-                h.update(&[*mo, *d, *hh, *mi, *s]);
-                h.update(&us.to_le_bytes());
+                scratch.push(6);
+                scratch.extend_from_slice(&y.to_le_bytes());
+                scratch.extend_from_slice(&[*mo, *d, *hh, *mi, *s]);
+                scratch.extend_from_slice(&us.to_le_bytes());
             }
             Value::Time(neg, d, hh, mi, s, us) => {
-                h.update(&[7, u8::from(*neg)]);
-                h.update(&d.to_le_bytes());
-                h.update(&[*hh, *mi, *s]);
-                h.update(&us.to_le_bytes());
+                scratch.extend_from_slice(&[7, u8::from(*neg)]);
+                scratch.extend_from_slice(&d.to_le_bytes());
+                scratch.extend_from_slice(&[*hh, *mi, *s]);
+                scratch.extend_from_slice(&us.to_le_bytes());
             }
         }
     }
-    h.finalize()
+    crc32fast::hash(scratch)
 }
 
 /// A value of a chunk key, stored without loss (state table, `metadata.json`) and bound back
@@ -622,6 +625,84 @@ pub fn human_key(kinds: &[(Kind, u32)], values: &[Value]) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+
+    /// The fingerprint as first written (one CRC update per piece): fingerprints stored in
+    /// existing backups' metadata were computed this way, so the gathered form must agree.
+    fn row_fingerprint_piecewise(row: &[Value]) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for v in row {
+            match v {
+                Value::NULL => h.update(&[0]),
+                Value::Bytes(b) => {
+                    h.update(&[1]);
+                    h.update(&(b.len() as u64).to_le_bytes());
+                    h.update(b);
+                }
+                Value::Int(i) => {
+                    h.update(&[2]);
+                    h.update(&i128::from(*i).to_le_bytes());
+                }
+                Value::UInt(u) => {
+                    h.update(&[2]);
+                    h.update(&i128::from(*u).to_le_bytes());
+                }
+                Value::Float(f) => {
+                    h.update(&[4]);
+                    h.update(&f.to_bits().to_le_bytes());
+                }
+                Value::Double(f) => {
+                    h.update(&[5]);
+                    h.update(&f.to_bits().to_le_bytes());
+                }
+                Value::Date(y, mo, d, hh, mi, s, us) => {
+                    h.update(&[6]);
+                    h.update(&y.to_le_bytes());
+                    h.update(&[*mo, *d, *hh, *mi, *s]);
+                    h.update(&us.to_le_bytes());
+                }
+                Value::Time(neg, d, hh, mi, s, us) => {
+                    h.update(&[7, u8::from(*neg)]);
+                    h.update(&d.to_le_bytes());
+                    h.update(&[*hh, *mi, *s]);
+                    h.update(&us.to_le_bytes());
+                }
+            }
+        }
+        h.finalize()
+    }
+
+    #[test]
+    fn row_fingerprint_is_the_piecewise_crc() {
+        let rows = vec![
+            vec![],
+            vec![Value::NULL],
+            vec![
+                Value::Int(-5),
+                Value::UInt(u64::MAX),
+                Value::Bytes(b"hello".to_vec()),
+                Value::Bytes(vec![]),
+                Value::Float(1.5),
+                Value::Double(-2.25),
+                Value::Date(2024, 2, 29, 23, 59, 58, 123_456),
+                Value::Time(true, 34, 22, 1, 2, 999_999),
+                Value::NULL,
+            ],
+            vec![Value::Bytes(vec![0xAB; 70_000]), Value::Int(i64::MIN)],
+        ];
+        let mut scratch = Vec::new();
+        for row in &rows {
+            assert_eq!(
+                row_fingerprint(row, &mut scratch),
+                row_fingerprint_piecewise(row),
+                "{row:?}"
+            );
+        }
+        // signed and unsigned integers of the same value hash alike
+        assert_eq!(
+            row_fingerprint(&[Value::Int(7)], &mut scratch),
+            row_fingerprint(&[Value::UInt(7)], &mut scratch)
+        );
+    }
     use super::*;
 
     fn j(kind: Kind, fsp: u32, v: Value) -> String {

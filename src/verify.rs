@@ -217,10 +217,13 @@ async fn compare_with_source(
                 .exec_iter(q.sql.as_str(), q.params)
                 .await
                 .with_context(|| format!("source query for {}", c.file))?;
-            let (mut rows, mut fp) = (0u64, 0u64);
+            let (mut rows, mut fp, mut scratch) = (0u64, 0u64, Vec::new());
             while let Some(row) = result.next().await? {
                 rows += 1;
-                fp = fp.wrapping_add(u64::from(value::row_fingerprint(&row.unwrap())));
+                fp = fp.wrapping_add(u64::from(value::row_fingerprint(
+                    &row.unwrap(),
+                    &mut scratch,
+                )));
             }
             compared += 1;
             if rows != c.rows || fp != want {
