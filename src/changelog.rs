@@ -408,6 +408,8 @@ struct AvroState {
     sync: [u8; 16],
     block: Vec<u8>,
     count: i64,
+    /// Kafka: one event per message (single-object encoding), never framed in blocks.
+    single: bool,
 }
 
 fn avro_record_schema(t: &TableInfo, name: &str) -> serde_json::Value {
@@ -506,6 +508,7 @@ impl AvroState {
             sync,
             block: Vec::with_capacity(1 << 20),
             count: 0,
+            single: false,
         }
     }
 
@@ -545,6 +548,137 @@ impl AvroState {
         write_long(b, i64::try_from(src.pos)?);
         write_long(b, i64::try_from(src.row)?);
         Ok(())
+    }
+}
+
+/// Kafka with `format = "avro"`: events and keys of one table version (or the schema-change
+/// events, with no version) in the Avro specification's single-object encoding: `C3 01`, the
+/// 8-byte little-endian CRC-64-AVRO (Rabin) fingerprint of the writer schema's canonical form,
+/// then the datum. The schemas themselves go to the schemas topic, keyed by fingerprint.
+pub struct AvroSingle {
+    events: EventEncoder,
+    key: Option<crate::format::avro::AvroEncoder>,
+    /// The value schema (JSON) and its fingerprint.
+    pub value_schema: (String, [u8; 8]),
+    /// The key schema (JSON) and its fingerprint (none for schema changes: their key is the
+    /// database name as text, like the JSON form).
+    pub key_schema: Option<(String, [u8; 8])>,
+}
+
+/// The CRC-64-AVRO fingerprint of a schema's canonical form.
+///
+/// # Errors
+/// When the schema does not parse (a bug: we wrote it).
+pub fn avro_fingerprint(schema: &str) -> Result<[u8; 8]> {
+    let parsed =
+        apache_avro::Schema::parse_str(schema).with_context(|| format!("Avro schema {schema}"))?;
+    let fp = parsed.fingerprint::<apache_avro::rabin::Rabin>();
+    fp.bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow!("Rabin fingerprint of {} bytes", fp.bytes.len()))
+}
+
+impl AvroSingle {
+    /// For one table version, or (`None`) for schema-change events.
+    ///
+    /// # Errors
+    /// When a schema does not parse.
+    pub fn new(envelope: Envelope, version: Option<&AvroVersion>) -> Result<AvroSingle> {
+        let versions: Vec<AvroVersion> = version.into_iter().cloned().collect();
+        let mut events = EventEncoder::for_file(Format::Avro, envelope, &versions, None)?;
+        let a = events
+            .avro
+            .as_mut()
+            .ok_or_else(|| anyhow!("Avro state missing"))?;
+        a.single = true;
+        let value = a.schema.clone();
+        let value_fp = avro_fingerprint(&value)?;
+        let key_schema = match version {
+            Some(v) => {
+                let mut schema = avro_record_schema(&v.key, &format!("{}_key", v.key.table));
+                schema["namespace"] = serde_json::Value::String(format!(
+                    "storagetapper.{}",
+                    crate::format::avro::avro_name(&v.key.schema)
+                ));
+                let schema = schema.to_string();
+                let fp = avro_fingerprint(&schema)?;
+                Some((schema, fp))
+            }
+            None => None,
+        };
+        Ok(AvroSingle {
+            events,
+            key: version.map(|v| crate::format::avro::AvroEncoder::new(&v.key)),
+            value_schema: (value, value_fp),
+            key_schema,
+        })
+    }
+
+    fn take(&mut self, fp: &[u8; 8], out: &mut Vec<u8>) -> Result<()> {
+        let a = self
+            .events
+            .avro
+            .as_mut()
+            .ok_or_else(|| anyhow!("Avro state missing"))?;
+        out.clear();
+        out.extend_from_slice(&[0xC3, 0x01]);
+        out.extend_from_slice(fp);
+        out.append(&mut a.block);
+        a.count = 0;
+        Ok(())
+    }
+
+    /// One row change as a message value, into `out` (replaced).
+    ///
+    /// # Errors
+    /// When a value does not fit its column.
+    #[allow(clippy::too_many_arguments)]
+    pub fn row_event(
+        &mut self,
+        out: &mut Vec<u8>,
+        t: &mut StreamTable,
+        op: Op,
+        seqno: u64,
+        src: &EventSource<'_>,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+    ) -> Result<()> {
+        self.events
+            .avro_row_event(t, op, seqno, src, before, after)?;
+        let fp = self.value_schema.1;
+        self.take(&fp, out)
+    }
+
+    /// One schema change as a message value, into `out` (replaced).
+    ///
+    /// # Errors
+    /// On encoding failure.
+    pub fn ddl_event(
+        &mut self,
+        out: &mut Vec<u8>,
+        seqno: u64,
+        src: &EventSource<'_>,
+        schema: &str,
+        statement: &str,
+    ) -> Result<()> {
+        self.events.avro_ddl_event(seqno, src, schema, statement)?;
+        let fp = self.value_schema.1;
+        self.take(&fp, out)
+    }
+
+    /// The message key of a row image (its key columns as the key record), into `out`.
+    ///
+    /// # Errors
+    /// When a value does not fit its column, or for schema-change events (no key record).
+    pub fn key(&mut self, out: &mut Vec<u8>, t: &StreamTable, image: &[Value]) -> Result<()> {
+        let (Some(enc), Some((_, fp))) = (self.key.as_mut(), self.key_schema.as_ref()) else {
+            bail!("schema-change events have no key record");
+        };
+        out.clear();
+        out.extend_from_slice(&[0xC3, 0x01]);
+        out.extend_from_slice(fp);
+        enc.record(&project(image, &t.key), out)
     }
 }
 
@@ -657,6 +791,7 @@ impl EventEncoder {
     /// batch goes to `out` now (the file is still only committed at a transaction boundary).
     fn bound(&mut self, out: &mut Vec<u8>) -> Result<()> {
         if let Some(a) = self.avro.as_mut()
+            && !a.single
             && a.block.len() >= 1 << 20
         {
             a.flush(out);

@@ -290,6 +290,65 @@ impl KafkaWriter {
                 key: GTID_HEADER,
                 value: Some(gtid.as_bytes()),
             });
+        self.produce(topic, partition, key, value, headers)
+            .await
+            .with_context(|| format!("cannot send seqno {seqno} to topic `{topic}`"))?;
+        self.queued += 1;
+        Ok(Sent::Queued)
+    }
+
+    /// Sends an Avro writer schema to the schemas topic, keyed by its fingerprint (hex). Not
+    /// deduplicated: a restart may send a schema again, with the same key and value.
+    ///
+    /// # Errors
+    /// As [`KafkaWriter::send`].
+    pub async fn send_schema(
+        &mut self,
+        topic: &str,
+        fingerprint: &[u8; 8],
+        schema: &str,
+    ) -> Result<()> {
+        self.check()?;
+        let partitions = match self.topics.get(topic) {
+            Some(t) => t.partitions,
+            None => {
+                let partitions = tokio::task::block_in_place(|| self.ensure(topic))
+                    .with_context(|| format!("Kafka topic `{topic}`"))?;
+                self.topics.insert(
+                    topic.to_string(),
+                    Topic {
+                        partitions,
+                        floor: Vec::new(),
+                    },
+                );
+                partitions
+            }
+        };
+        let key: String = fingerprint.iter().map(|b| format!("{b:02x}")).collect();
+        let partition = partition_of(key.as_bytes(), partitions);
+        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+            key: STREAM_HEADER,
+            value: Some(self.stream.as_bytes()),
+        });
+        self.produce(topic, partition, key.as_bytes(), schema.as_bytes(), headers)
+            .await
+            .with_context(|| format!("cannot send schema {key} to topic `{topic}`"))
+    }
+
+    /// The topic of Avro writer schemas.
+    pub fn schema_topic(&self, name: &str) -> String {
+        topic_name(&self.target.schema_topic, name, "", "")
+    }
+
+    /// Hands one message to the producer, waiting while its queue is full.
+    async fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<()> {
         let mut record = BaseRecord::to(topic)
             .partition(partition)
             .key(key)
@@ -297,17 +356,15 @@ impl KafkaWriter {
             .headers(headers);
         loop {
             match self.producer.send(record) {
-                Ok(()) => break,
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     self.check()?;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((e, _)) => bail!("cannot send seqno {seqno} to topic `{topic}`: {e}"),
+                Err((e, _)) => return Err(e.into()),
             }
         }
-        self.queued += 1;
-        Ok(Sent::Queued)
     }
 
     /// Waits until the broker acknowledged every message sent so far.
@@ -357,20 +414,7 @@ impl KafkaWriter {
 
     /// Finds (or creates) the topic and reads back this stream's last seqno per partition.
     fn prepare(&self, topic: &str) -> Result<Topic> {
-        let mut partitions = self.partition_count(topic)?;
-        if partitions == 0 {
-            self.create(topic)?;
-            for _ in 0..50 {
-                partitions = self.partition_count(topic)?;
-                if partitions > 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if partitions == 0 {
-                bail!("created, but the broker does not list it");
-            }
-        }
+        let partitions = self.ensure(topic)?;
         let consumer: BaseConsumer = base_config(&self.target)
             .set("group.id", format!("storagetapper-{}", self.stream))
             .set("enable.auto.commit", "false")
@@ -389,6 +433,25 @@ impl KafkaWriter {
             );
         }
         Ok(Topic { partitions, floor })
+    }
+
+    /// Finds the topic (creating it if missing): its partition count.
+    fn ensure(&self, topic: &str) -> Result<i32> {
+        let mut partitions = self.partition_count(topic)?;
+        if partitions == 0 {
+            self.create(topic)?;
+            for _ in 0..50 {
+                partitions = self.partition_count(topic)?;
+                if partitions > 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if partitions == 0 {
+                bail!("created, but the broker does not list it");
+            }
+        }
+        Ok(partitions)
     }
 
     fn partition_count(&self, topic: &str) -> Result<i32> {

@@ -180,6 +180,9 @@ pub struct DestinationConfig {
     pub topic: Option<String>,
     /// kafka: topic of schema changes (default `{name}`, as Debezium's schema change topic).
     pub ddl_topic: Option<String>,
+    /// kafka, `format = "avro"`: topic of the writer schemas, keyed by fingerprint (default
+    /// `{name}.schemas`).
+    pub schema_topic: Option<String>,
     /// kafka: partitions of a topic the stream creates (default 1).
     pub partitions: Option<i32>,
     /// kafka: replication factor of a topic the stream creates (default: the broker's).
@@ -451,6 +454,8 @@ pub struct KafkaTarget {
     pub topic: String,
     /// Topic template of schema changes.
     pub ddl_topic: String,
+    /// Topic template of Avro writer schemas (values are single-object encoded).
+    pub schema_topic: String,
     /// Partitions of created topics.
     pub partitions: i32,
     /// Replication factor of created topics (-1: the broker's default).
@@ -958,9 +963,10 @@ impl Validator<'_> {
             ("user", d.user.is_some()),
             ("part_size", d.part_size.is_some()),
         ];
-        let kafka_keys: [(&'static str, bool); 5] = [
+        let kafka_keys: [(&'static str, bool); 6] = [
             ("topic", d.topic.is_some()),
             ("ddl_topic", d.ddl_topic.is_some()),
+            ("schema_topic", d.schema_topic.is_some()),
             ("partitions", d.partitions.is_some()),
             ("replication_factor", d.replication_factor.is_some()),
             ("producer", d.producer.is_some()),
@@ -1184,11 +1190,11 @@ impl Validator<'_> {
                  TLS and ACLs protect it)",
             ));
         }
-        if !matches!(d.format, Format::Json | Format::Msgpack) {
+        if !matches!(d.format, Format::Json | Format::Msgpack | Format::Avro) {
             return Err(self.err(
                 &at("format"),
                 format!(
-                    "a `kafka://` destination takes `json` or `msgpack` events, not `{}`",
+                    "a `kafka://` destination takes `json`, `msgpack` or `avro` events, not `{}`",
                     format!("{:?}", d.format).to_lowercase()
                 ),
             ));
@@ -1226,6 +1232,19 @@ impl Validator<'_> {
                 "a schema change has no table: use `{name}` and `{schema}` only",
             ));
         }
+        let schema_topic = template("schema_topic", &d.schema_topic, "{name}.schemas")?;
+        if schema_topic.contains("{table}") || schema_topic.contains("{schema}") {
+            return Err(self.err(
+                &at("schema_topic"),
+                "the schemas of all tables share one topic: use `{name}` only",
+            ));
+        }
+        if d.schema_topic.is_some() && d.format != Format::Avro {
+            return Err(self.err(
+                &at("schema_topic"),
+                "only `format = \"avro\"` publishes schemas",
+            ));
+        }
         let partitions = d.partitions.unwrap_or(1);
         if partitions < 1 {
             return Err(self.err(&at("partitions"), "partitions must be at least 1"));
@@ -1254,6 +1273,7 @@ impl Validator<'_> {
             brokers: brokers.to_string(),
             topic,
             ddl_topic,
+            schema_topic,
             partitions,
             replication_factor,
             producer,
@@ -1529,6 +1549,7 @@ table = "order_*"
         assert_eq!(t.brokers, "b1:9092,b2:9093");
         assert_eq!(t.topic, "cdc.{schema}.{table}");
         assert_eq!(t.ddl_topic, "{name}");
+        assert_eq!(t.schema_topic, "{name}.schemas");
         assert_eq!((t.partitions, t.replication_factor), (6, -1));
         assert_eq!(t.producer.get("linger.ms").map(String::as_str), Some("20"));
         for (url, keys, key, says) in [
@@ -1553,8 +1574,20 @@ table = "order_*"
             ),
             (
                 "kafka://b1:9092",
-                "format = \"avro\"",
+                "format = \"parquet\"",
                 "destination.format",
+                "parquet",
+            ),
+            (
+                "kafka://b1:9092",
+                "format = \"avro\"\nschema_topic = \"{schema}.s\"",
+                "destination.schema_topic",
+                "`{name}` only",
+            ),
+            (
+                "kafka://b1:9092",
+                "schema_topic = \"s\"",
+                "destination.schema_topic",
                 "avro",
             ),
             (

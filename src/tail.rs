@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::binlog::{self, BinlogReader, Change, Item, StartAt, TableFilter};
 use crate::changelog::{self, ChangeFile, EventEncoder, EventSource, Op, StreamTable};
 use crate::kafka::KafkaWriter;
-use crate::manifest::{Compression, DestinationUrl, Format, Plan, TableRule};
+use crate::manifest::{Compression, DestinationUrl, Envelope, Format, Plan, TableRule};
 use crate::sink::Sink;
 use crate::source::{self, BinlogPos, Source};
 use crate::state::{SqliteState, StateStore, StreamPosition};
@@ -311,6 +311,8 @@ pub async fn follow(
     let filter = table_filter(&plan.rules);
     // Avro files: the table versions a new file's schema holds.
     let mut avro_known: Vec<changelog::AvroVersion> = Vec::new();
+    // Kafka with Avro values: per table version (and "" for schema changes), its encoder.
+    let mut avro_messages: HashMap<String, changelog::AvroSingle> = HashMap::new();
     let stop: Stop;
 
     // Completes the open changelog file at a transaction boundary and saves the position
@@ -468,13 +470,30 @@ pub async fn follow(
                             Change::Delete(b) => (Op::Delete, Some(b), None),
                         };
                         if let (Some(k), Some(topic)) = (kafka.as_mut(), topic.as_deref()) {
-                            let image = after.as_deref().or(before.as_deref());
-                            let key = t.key_bytes(image.unwrap_or_default())?;
-                            buf.clear();
-                            encoder.row_event(&mut buf, t, op, next_seqno, &src, before, after)?;
-                            if buf.last() == Some(&b'\n') {
-                                buf.pop();
-                            }
+                            let image = after.as_deref().or(before.as_deref()).unwrap_or_default();
+                            let key = if m.destination.format == Format::Avro {
+                                let a = avro_single(
+                                    &mut avro_messages,
+                                    k,
+                                    &m.name,
+                                    m.tail.envelope,
+                                    Some(&t.version),
+                                )
+                                .await?;
+                                let mut key = Vec::with_capacity(32);
+                                a.key(&mut key, t, image)?;
+                                a.row_event(&mut buf, t, op, next_seqno, &src, before, after)?;
+                                key
+                            } else {
+                                let key = t.key_bytes(image)?;
+                                buf.clear();
+                                encoder
+                                    .row_event(&mut buf, t, op, next_seqno, &src, before, after)?;
+                                if buf.last() == Some(&b'\n') {
+                                    buf.pop();
+                                }
+                                key
+                            };
                             k.send(topic, &key, &buf, next_seqno, &gtid).await?;
                             buf.clear();
                         } else {
@@ -514,9 +533,16 @@ pub async fn follow(
                         };
                         if let Some(k) = kafka.as_mut() {
                             buf.clear();
-                            encoder.ddl_event(&mut buf, next_seqno, &src, &schema, &statement)?;
-                            if buf.last() == Some(&b'\n') {
-                                buf.pop();
+                            if m.destination.format == Format::Avro {
+                                avro_single(&mut avro_messages, k, &m.name, m.tail.envelope, None)
+                                    .await?
+                                    .ddl_event(&mut buf, next_seqno, &src, &schema, &statement)?;
+                            } else {
+                                encoder
+                                    .ddl_event(&mut buf, next_seqno, &src, &schema, &statement)?;
+                                if buf.last() == Some(&b'\n') {
+                                    buf.pop();
+                                }
                             }
                             let topic = k.ddl_topic(&m.name, &schema);
                             k.send(&topic, schema.as_bytes(), &buf, next_seqno, &gtid)
@@ -793,6 +819,31 @@ async fn open_file(
     )?;
     e.start(buf);
     Ok((f, e))
+}
+
+/// Kafka with Avro values: the single-object encoder of a table version (`None`: schema
+/// changes), made on first use, when its writer schemas are sent to the schemas topic.
+async fn avro_single<'a>(
+    cache: &'a mut HashMap<String, changelog::AvroSingle>,
+    k: &mut KafkaWriter,
+    name: &str,
+    envelope: Envelope,
+    version: Option<&changelog::AvroVersion>,
+) -> Result<&'a mut changelog::AvroSingle> {
+    let sig = version.map_or("", |v| v.sig.as_str());
+    if !cache.contains_key(sig) {
+        let a = changelog::AvroSingle::new(envelope, version)?;
+        let topic = k.schema_topic(name);
+        k.send_schema(&topic, &a.value_schema.1, &a.value_schema.0)
+            .await?;
+        if let Some((schema, fp)) = &a.key_schema {
+            k.send_schema(&topic, fp, schema).await?;
+        }
+        cache.insert(sig.to_string(), a);
+    }
+    cache
+        .get_mut(sig)
+        .ok_or_else(|| anyhow!("Avro encoder of {sig} vanished"))
 }
 
 /// Kafka: waits for the broker to acknowledge everything sent, then saves `pos` (a Kafka

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -411,7 +411,7 @@ struct KafkaEvent {
     key: Vec<u8>,
     seqno_header: u64,
     stream_header: String,
-    value: J,
+    value: Vec<u8>,
 }
 
 /// Every message of `topic`, partition by partition, from the start to the end.
@@ -450,30 +450,79 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<KafkaEvent> {
             };
             let m = m.expect("message");
             next = m.offset() + 1;
-            let header = |name: &str| -> String {
-                let h = m.headers().expect("headers");
-                let v = h
-                    .iter()
-                    .find(|h| h.key == name)
-                    .and_then(|h| h.value)
-                    .unwrap_or_else(|| panic!("no header {name}"));
-                String::from_utf8(v.to_vec()).expect("utf8 header")
+            let header = |name: &str| -> Option<String> {
+                let h = m.headers()?;
+                let v = h.iter().find(|h| h.key == name).and_then(|h| h.value)?;
+                Some(String::from_utf8(v.to_vec()).expect("utf8 header"))
             };
             out.push(KafkaEvent {
                 partition: p,
                 key: m.key().expect("key").to_vec(),
-                seqno_header: header("storagetapper.seqno").parse().expect("seqno"),
-                stream_header: header("storagetapper.stream"),
-                value: serde_json::from_slice(m.payload().expect("payload")).expect("JSON value"),
+                // none on the schemas topic
+                seqno_header: header("storagetapper.seqno")
+                    .map_or(0, |s| s.parse().expect("seqno")),
+                stream_header: header("storagetapper.stream").expect("stream header"),
+                value: m.payload().expect("payload").to_vec(),
             });
         }
     }
     out
 }
 
+/// CRC-64-AVRO (Rabin), written from the Avro specification: the fingerprint in a
+/// single-object encoded message's header.
+fn avro_rabin(data: &[u8]) -> u64 {
+    const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+    let mut table = [0u64; 256];
+    for (i, t) in table.iter_mut().enumerate() {
+        let mut fp = i as u64;
+        for _ in 0..8 {
+            fp = (fp >> 1) ^ (EMPTY & 0u64.wrapping_sub(fp & 1));
+        }
+        *t = fp;
+    }
+    data.iter().fold(EMPTY, |fp, &b| {
+        (fp >> 8) ^ table[((fp ^ u64::from(b)) & 0xff) as usize]
+    })
+}
+
+/// An Avro single-object encoded message (`C3 01`, fingerprint, datum) decoded with the
+/// writer schema found in the schemas topic by its fingerprint, as JSON.
+fn avro_message(schemas: &HashMap<String, String>, bytes: &[u8]) -> J {
+    assert_eq!(&bytes[..2], &[0xC3, 0x01], "single-object marker");
+    let fp: [u8; 8] = bytes[2..10].try_into().expect("fingerprint");
+    let hex: String = fp.iter().map(|b| format!("{b:02x}")).collect();
+    let text = schemas
+        .get(&hex)
+        .unwrap_or_else(|| panic!("schema {hex} is not in the schemas topic"));
+    let schema = apache_avro::Schema::parse_str(text).expect("schema parses");
+    assert_eq!(
+        avro_rabin(schema.canonical_form().as_bytes()).to_le_bytes(),
+        fp,
+        "fingerprint of {text}"
+    );
+    let mut datum = &bytes[10..];
+    let v = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+        .build()
+        .expect("datum reader")
+        .read_value(&mut datum)
+        .expect("datum decodes");
+    assert!(datum.is_empty(), "bytes after the datum");
+    let mut j = J::try_from(v).expect("as JSON");
+    // Avro row records carry `__storagetapper_raw` (null unless a value did not fit its type).
+    for image in ["before", "after"] {
+        if let Some(o) = j.get_mut(image).and_then(J::as_object_mut) {
+            let raw = o.remove("__storagetapper_raw");
+            assert!(raw.is_none_or(|r| r.is_null()), "raw values in {image}");
+        }
+    }
+    j
+}
+
 /// The kill test against a Kafka broker: every row change once, each key's changes in order
 /// in one partition (the Java client's partition for the key), seqnos 1..n over the topics.
-fn kafka_kill_test(case: &Case, brokers: &str, seed: u64) {
+/// `format` json or avro (Avro: values and keys decoded with the schemas topic's schemas).
+fn kafka_kill_test(case: &Case, brokers: &str, seed: u64, format: &str) {
     case.sql(KILL_TABLES);
     let start = position();
     let m = case.manifest_with_destination(
@@ -486,10 +535,29 @@ fn kafka_kill_test(case: &Case, brokers: &str, seed: u64) {
     destination(
         case,
         &m,
-        &format!("url = \"kafka://{brokers}\"\npartitions = 3"),
+        &format!("url = \"kafka://{brokers}\"\npartitions = 3\nformat = \"{format}\""),
     );
     let changes = kill_rounds(case, &m, &start, seed);
-    let mut events: Vec<KafkaEvent> = Vec::new();
+    let mut schemas: HashMap<String, String> = HashMap::new();
+    if format == "avro" {
+        for e in read_topic(brokers, &format!("{}.schemas", case.name)) {
+            let key = String::from_utf8(e.key).expect("hex key");
+            let text = String::from_utf8(e.value).expect("schema text");
+            if let Some(old) = schemas.insert(key.clone(), text.clone()) {
+                assert_eq!(old, text, "two schemas under {key}");
+            }
+        }
+        // a value and a key schema per table
+        assert!(schemas.len() >= 4, "schemas: {schemas:?}");
+    }
+    let decode = |bytes: &[u8]| -> J {
+        if format == "avro" {
+            avro_message(&schemas, bytes)
+        } else {
+            serde_json::from_slice(bytes).expect("JSON")
+        }
+    };
+    let mut events: Vec<(u64, J)> = Vec::new();
     for t in ["a", "b"] {
         let topic = format!("{0}.{0}.{t}", case.name);
         let got = read_topic(brokers, &topic);
@@ -505,29 +573,30 @@ fn kafka_kill_test(case: &Case, brokers: &str, seed: u64) {
                 "{topic} partition {p} out of order: {seqs:?}"
             );
         }
-        for e in &got {
+        for e in got {
             assert_eq!(e.stream_header, format!("{}/tail", case.name));
-            assert_eq!(e.value["seqno"].as_u64(), Some(e.seqno_header));
-            assert_eq!(e.value["source"]["table"], t);
+            let value = decode(&e.value);
+            assert_eq!(value["seqno"].as_u64(), Some(e.seqno_header));
+            assert_eq!(value["source"]["table"], t);
             // The key is the event's key; its partition is the Java client's for it.
-            let key: J = serde_json::from_slice(&e.key).expect("JSON key");
-            assert_eq!(key, e.value["key"], "message key");
+            let key = decode(&e.key);
+            assert_eq!(key, value["key"], "message key");
             assert_eq!(
                 e.partition,
                 storagetapper::kafka::partition_of(&e.key, 3),
                 "partition of key {key}"
             );
+            events.push((e.seqno_header, value));
         }
-        events.extend(got);
     }
-    events.sort_by_key(|e| e.seqno_header);
-    let seqnos: Vec<u64> = events.iter().map(|e| e.seqno_header).collect();
+    events.sort_by_key(|e| e.0);
+    let seqnos: Vec<u64> = events.iter().map(|e| e.0).collect();
     let want: Vec<u64> = (1..=changes).collect();
     assert_eq!(
         seqnos, want,
         "seqnos 1..{changes}, each once (lost or repeated events otherwise)"
     );
-    let values: Vec<J> = events.into_iter().map(|e| e.value).collect();
+    let values: Vec<J> = events.into_iter().map(|e| e.1).collect();
     let a = replay(&values, &case.name, "a", &["id"]);
     assert_eq!(a, table_now(case, "a", &["id"]), "seed {seed}: table a");
     let b = replay(&values, &case.name, "b", &["k1", "k2"]);
@@ -546,7 +615,19 @@ fn kafka_stream_killed_and_restarted_loses_and_repeats_nothing() {
         mock.create_topic(&format!("{0}.{0}.{t}", case.name), 3, 1)
             .expect("topic");
     }
-    kafka_kill_test(&case, &mock.bootstrap_servers(), 99);
+    kafka_kill_test(&case, &mock.bootstrap_servers(), 99, "json");
+}
+
+/// The same with Avro values and keys (single-object encoding, schemas in `{name}.schemas`).
+#[test]
+fn kafka_avro_stream_killed_and_restarted_loses_and_repeats_nothing() {
+    let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let case = Case::new("kafka_avro");
+    for t in ["a", "b"] {
+        mock.create_topic(&format!("{0}.{0}.{t}", case.name), 3, 1)
+            .expect("topic");
+    }
+    kafka_kill_test(&case, &mock.bootstrap_servers(), 7, "avro");
 }
 
 /// A cached `tansu` broker binary (never built here): `STORAGETAPPER_TANSU`, else `tansu` on
@@ -604,7 +685,7 @@ fn kafka_stream_against_tansu_when_cached() {
     let case = Case::new("kafka_tansu");
     // Topics are not auto-created by tansu: the stream creates them (3 partitions).
     let r = std::panic::catch_unwind(|| {
-        kafka_kill_test(&case, &format!("127.0.0.1:{port}"), 5);
+        kafka_kill_test(&case, &format!("127.0.0.1:{port}"), 5, "json");
     });
     broker.kill().ok();
     broker.wait().ok();
