@@ -565,6 +565,13 @@ pub struct AvroSingle {
     pub key_schema: Option<(String, [u8; 8])>,
 }
 
+/// Starts a single-object encoded message in `out` (replaced): marker and fingerprint.
+fn single_object_header(out: &mut Vec<u8>, fp: &[u8; 8]) {
+    out.clear();
+    out.extend_from_slice(&[0xC3, 0x01]);
+    out.extend_from_slice(fp);
+}
+
 /// The CRC-64-AVRO fingerprint of a schema's canonical form.
 ///
 /// # Errors
@@ -615,15 +622,14 @@ impl AvroSingle {
         })
     }
 
-    fn take(&mut self, fp: &[u8; 8], out: &mut Vec<u8>) -> Result<()> {
+    /// The event just encoded, as a message value: header, then the datum.
+    fn take(&mut self, out: &mut Vec<u8>) -> Result<()> {
         let a = self
             .events
             .avro
             .as_mut()
             .ok_or_else(|| anyhow!("Avro state missing"))?;
-        out.clear();
-        out.extend_from_slice(&[0xC3, 0x01]);
-        out.extend_from_slice(fp);
+        single_object_header(out, &self.value_schema.1);
         out.append(&mut a.block);
         a.count = 0;
         Ok(())
@@ -646,8 +652,7 @@ impl AvroSingle {
     ) -> Result<()> {
         self.events
             .avro_row_event(t, op, seqno, src, before, after)?;
-        let fp = self.value_schema.1;
-        self.take(&fp, out)
+        self.take(out)
     }
 
     /// One schema change as a message value, into `out` (replaced).
@@ -663,8 +668,7 @@ impl AvroSingle {
         statement: &str,
     ) -> Result<()> {
         self.events.avro_ddl_event(seqno, src, schema, statement)?;
-        let fp = self.value_schema.1;
-        self.take(&fp, out)
+        self.take(out)
     }
 
     /// The message key of a row image (its key columns as the key record), into `out`.
@@ -675,9 +679,7 @@ impl AvroSingle {
         let (Some(enc), Some((_, fp))) = (self.key.as_mut(), self.key_schema.as_ref()) else {
             bail!("schema-change events have no key record");
         };
-        out.clear();
-        out.extend_from_slice(&[0xC3, 0x01]);
-        out.extend_from_slice(fp);
+        single_object_header(out, fp);
         enc.record(&project(image, &t.key), out)
     }
 }

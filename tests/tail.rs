@@ -607,27 +607,27 @@ fn kafka_kill_test(case: &Case, brokers: &str, seed: u64, format: &str) {
     );
 }
 
-#[test]
-fn kafka_stream_killed_and_restarted_loses_and_repeats_nothing() {
+/// The kill test against librdkafka's mock cluster (in this process, so it outlives the killed
+/// streams), the two tables' topics made with 3 partitions.
+fn kafka_mock_kill_test(name: &str, seed: u64, format: &str) {
     let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    let case = Case::new("kafka_kill");
+    let case = Case::new(name);
     for t in ["a", "b"] {
         mock.create_topic(&format!("{0}.{0}.{t}", case.name), 3, 1)
             .expect("topic");
     }
-    kafka_kill_test(&case, &mock.bootstrap_servers(), 99, "json");
+    kafka_kill_test(&case, &mock.bootstrap_servers(), seed, format);
+}
+
+#[test]
+fn kafka_stream_killed_and_restarted_loses_and_repeats_nothing() {
+    kafka_mock_kill_test("kafka_kill", 99, "json");
 }
 
 /// The same with Avro values and keys (single-object encoding, schemas in `{name}.schemas`).
 #[test]
 fn kafka_avro_stream_killed_and_restarted_loses_and_repeats_nothing() {
-    let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    let case = Case::new("kafka_avro");
-    for t in ["a", "b"] {
-        mock.create_topic(&format!("{0}.{0}.{t}", case.name), 3, 1)
-            .expect("topic");
-    }
-    kafka_kill_test(&case, &mock.bootstrap_servers(), 7, "avro");
+    kafka_mock_kill_test("kafka_avro", 7, "avro");
 }
 
 /// A cached `tansu` broker binary (never built here): `STORAGETAPPER_TANSU`, else `tansu` on
