@@ -300,7 +300,7 @@ esac
 (( $+functions[_storagetapper_commands] )) ||
 _storagetapper_commands() {
     local commands; commands=(
-'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest)' \
+'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest). With a \`kafka\://\` destination\: every row as an \`op\: "r"\` event on its table'\''s topic, read in key order, exactly once across kills' \
 'tail:Stream the manifest'\''s tables'\'' row changes from the binlog into changelog files, or into Kafka topics with a \`kafka\://\` destination (realtime only, no snapshot). Resumes from the saved position; SIGTERM/Ctrl-C stops at the next transaction boundary, saves and exits 0' \
 'restore:Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same backup into the same target). The target'\''s password comes from STORAGETAPPER_TARGET_PASSWORD' \
 'verify:Check that a backup is whole\: every file exists, matches its sha256, decrypts, decompresses and decodes with the right row count. Exit 1 names each bad file' \
@@ -327,7 +327,7 @@ _storagetapper__subcmd__completions_commands() {
 (( $+functions[_storagetapper__subcmd__help_commands] )) ||
 _storagetapper__subcmd__help_commands() {
     local commands; commands=(
-'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest)' \
+'backup:Take a consistent, parallel, chunked snapshot of the manifest'\''s tables (resumes an unfinished backup of the same manifest). With a \`kafka\://\` destination\: every row as an \`op\: "r"\` event on its table'\''s topic, read in key order, exactly once across kills' \
 'tail:Stream the manifest'\''s tables'\'' row changes from the binlog into changelog files, or into Kafka topics with a \`kafka\://\` destination (realtime only, no snapshot). Resumes from the saved position; SIGTERM/Ctrl-C stops at the next transaction boundary, saves and exits 0' \
 'restore:Load a backup into a MySQL/MariaDB server (resumes an unfinished restore of the same backup into the same target). The target'\''s password comes from STORAGETAPPER_TARGET_PASSWORD' \
 'verify:Check that a backup is whole\: every file exists, matches its sha256, decrypts, decompresses and decodes with the right row count. Exit 1 names each bad file' \

@@ -449,6 +449,37 @@ impl TableMap {
         format!("{}.{}", self.schema, self.table)
     }
 
+    /// A table described by captured columns instead of a table map event: the rows of a
+    /// snapshot SELECT, to be encoded as change events (`op: "r"`). It cannot decode binlog
+    /// row images.
+    pub fn from_columns(
+        schema: &str,
+        table: &str,
+        columns: &[ColumnInfo],
+        key: Vec<usize>,
+    ) -> TableMap {
+        TableMap {
+            schema: schema.to_string(),
+            table: table.to_string(),
+            columns: columns
+                .iter()
+                .map(|info| MapColumn {
+                    info: info.clone(),
+                    charset: Charset::Utf8,
+                    members: Vec::new(),
+                    inet6: false,
+                    inet4: false,
+                    int_bits: 0,
+                    pad_to: 0,
+                    ty: mysql_async::consts::ColumnType::MYSQL_TYPE_NULL,
+                    meta: Vec::new(),
+                    unsigned: false,
+                })
+                .collect(),
+            key,
+        }
+    }
+
     /// Builds the description from a table map event. `known` (the table as captured now, if
     /// it exists) refines kinds the binlog cannot tell apart by name (JSON, INET6, exact
     /// column types) where the table map's type agrees.

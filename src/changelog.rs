@@ -40,6 +40,8 @@ pub enum Op {
     Delete,
     /// Schema change.
     Ddl,
+    /// A row of a snapshot (`backup` into Kafka).
+    Read,
 }
 
 impl Op {
@@ -50,6 +52,7 @@ impl Op {
             Op::Update => "u",
             Op::Delete => "d",
             Op::Ddl => "ddl",
+            Op::Read => "r",
         }
     }
 }
@@ -1186,7 +1189,7 @@ impl EventEncoder {
             Ok(())
         };
         match (op, before, after) {
-            (Op::Create, _, Some(a)) => {
+            (Op::Create | Op::Read, _, Some(a)) => {
                 out.extend_from_slice(format!("INSERT INTO {table} (").as_bytes());
                 for (n, &i) in t.pick.iter().enumerate() {
                     if n > 0 {

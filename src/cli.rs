@@ -60,7 +60,8 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Take a consistent, parallel, chunked snapshot of the manifest's tables (resumes an
-    /// unfinished backup of the same manifest).
+    /// unfinished backup of the same manifest). With a `kafka://` destination: every row as an
+    /// `op: "r"` event on its table's topic, read in key order, exactly once across kills.
     Backup {
         /// The manifest (TOML).
         #[arg(short, long, value_name = "FILE")]
@@ -292,6 +293,44 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 fresh,
                 progress: mode,
             };
+            if matches!(plan.destination, crate::manifest::DestinationUrl::Kafka(_)) {
+                let out = crate::kafka_backup::run(&plan, &opts, cancel.clone()).await?;
+                let rate = out.rows_this_run as f64 / out.seconds.max(0.001);
+                tracing::info!(
+                    backup = %out.id,
+                    rows = out.rows,
+                    rows_this_run = out.rows_this_run,
+                    skipped = out.skipped,
+                    seconds = format!("{:.2}", out.seconds),
+                    rows_per_sec = rate as u64,
+                    "Snapshot sent."
+                );
+                println!(
+                    "backup {} complete: {} rows as op \"r\" events in {:.2}s ({:.0} rows/s{}) -> {}; \
+                     the change stream continues from {} (seqno {})",
+                    out.id,
+                    out.rows,
+                    out.seconds,
+                    rate,
+                    if out.resumed { ", resumed" } else { "" },
+                    out.location,
+                    out.position,
+                    out.next_seqno
+                );
+                if follow {
+                    let target = crate::tail::StreamTarget::tail(&plan.manifest.name);
+                    let opts = crate::tail::TailOptions {
+                        from: None,
+                        until,
+                        max_events,
+                        duration,
+                        progress: mode != progress::Mode::Hidden,
+                    };
+                    let t = crate::tail::follow(&plan, &target, None, &opts, cancel).await?;
+                    print_tail(&t);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let out = snapshot::run(&plan, &opts, cancel.clone()).await?;
             let rate = out.rows_this_run as f64 / out.seconds.max(0.001);
             tracing::info!(

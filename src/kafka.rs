@@ -38,11 +38,21 @@ pub const STREAM_HEADER: &str = "storagetapper.stream";
 pub const SEQNO_HEADER: &str = "storagetapper.seqno";
 /// Header holding the transaction's GTID.
 pub const GTID_HEADER: &str = "storagetapper.gtid";
+/// Header of a snapshot row (`op: "r"`): the backup id it belongs to.
+pub const SNAPSHOT_HEADER: &str = "storagetapper.snapshot";
+/// Header of a snapshot row: its key in the snapshot's read order (JSON of typed values), so
+/// a resumed snapshot knows how far each partition got.
+pub const AFTER_HEADER: &str = "storagetapper.after";
 
 /// How far back from a partition's end the last message of this stream is looked for.
 const SCAN_LIMIT: i64 = 100_000;
 /// Bound on broker requests made while starting (metadata, watermarks, reading back).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A header's value as text.
+fn header_text(v: Option<&[u8]>) -> Option<&str> {
+    v.and_then(|v| std::str::from_utf8(v).ok())
+}
 
 /// Kafka's default partitioner: murmur2 (Kafka's variant) of the key.
 pub fn murmur2(data: &[u8]) -> u32 {
@@ -148,6 +158,28 @@ struct Topic {
     partitions: i32,
     /// Per partition: this stream's highest seqno already in it (0: none).
     floor: Vec<u64>,
+    /// Per partition: the snapshot headers of that last message, if it is a snapshot row.
+    marks: Vec<Option<SnapshotMark>>,
+}
+
+/// Where a snapshot got to in one partition: the last snapshot row of this stream in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMark {
+    /// Backup id ([`SNAPSHOT_HEADER`]).
+    pub backup: String,
+    /// The row's key in read order ([`AFTER_HEADER`]).
+    pub after: String,
+}
+
+/// What an earlier run left in a topic's partitions.
+#[derive(Debug, Clone)]
+pub struct TopicState {
+    /// Partitions.
+    pub partitions: i32,
+    /// Per partition: this stream's highest seqno in it (0: none).
+    pub floor: Vec<u64>,
+    /// Per partition: the snapshot headers of that message.
+    pub marks: Vec<Option<SnapshotMark>>,
 }
 
 /// What a [`KafkaWriter::send`] did.
@@ -254,17 +286,10 @@ impl KafkaWriter {
         value: &[u8],
         seqno: u64,
         gtid: &str,
+        snapshot: Option<&SnapshotMark>,
     ) -> Result<Sent> {
         self.check()?;
-        if !self.topics.contains_key(topic) {
-            let t = tokio::task::block_in_place(|| self.prepare(topic))
-                .with_context(|| format!("Kafka topic `{topic}`"))?;
-            self.topics.insert(topic.to_string(), t);
-        }
-        let t = self
-            .topics
-            .get(topic)
-            .ok_or_else(|| anyhow!("topic {topic} vanished"))?;
+        let t = self.topic(topic)?;
         let partition = partition_of(key, t.partitions);
         let floor = t
             .floor
@@ -277,7 +302,7 @@ impl KafkaWriter {
         }
         let mut seq_text = itoa::Buffer::new();
         let seq = seq_text.format(seqno);
-        let headers = OwnedHeaders::new_with_capacity(3)
+        let mut headers = OwnedHeaders::new_with_capacity(5)
             .insert(Header {
                 key: STREAM_HEADER,
                 value: Some(self.stream.as_bytes()),
@@ -290,11 +315,49 @@ impl KafkaWriter {
                 key: GTID_HEADER,
                 value: Some(gtid.as_bytes()),
             });
+        if let Some(s) = snapshot {
+            headers = headers
+                .insert(Header {
+                    key: SNAPSHOT_HEADER,
+                    value: Some(s.backup.as_bytes()),
+                })
+                .insert(Header {
+                    key: AFTER_HEADER,
+                    value: Some(s.after.as_bytes()),
+                });
+        }
         self.produce(topic, partition, key, value, headers)
             .await
             .with_context(|| format!("cannot send seqno {seqno} to topic `{topic}`"))?;
         self.queued += 1;
         Ok(Sent::Queued)
+    }
+
+    /// A topic as this run knows it, prepared (found or created, its partitions' last
+    /// messages of this stream read back) on first use.
+    fn topic(&mut self, topic: &str) -> Result<&Topic> {
+        if !self.topics.contains_key(topic) {
+            let t = tokio::task::block_in_place(|| self.prepare(topic))
+                .with_context(|| format!("Kafka topic `{topic}`"))?;
+            self.topics.insert(topic.to_string(), t);
+        }
+        self.topics
+            .get(topic)
+            .ok_or_else(|| anyhow!("topic {topic} vanished"))
+    }
+
+    /// What earlier runs of this stream left in `topic` (read when the topic is first used in
+    /// this run).
+    ///
+    /// # Errors
+    /// When the topic cannot be found, created or read back.
+    pub fn topic_state(&mut self, topic: &str) -> Result<TopicState> {
+        let t = self.topic(topic)?;
+        Ok(TopicState {
+            partitions: t.partitions,
+            floor: t.floor.clone(),
+            marks: t.marks.clone(),
+        })
     }
 
     /// Sends an Avro writer schema to the schemas topic, keyed by its fingerprint (hex). Not
@@ -319,6 +382,7 @@ impl KafkaWriter {
                     Topic {
                         partitions,
                         floor: Vec::new(),
+                        marks: Vec::new(),
                     },
                 );
                 partitions
@@ -418,12 +482,15 @@ impl KafkaWriter {
         let consumer: BaseConsumer = base_config(&self.target)
             .set("group.id", format!("storagetapper-{}", self.stream))
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
+            .set("enable.partition.eof", "true")
             .create()
             .context("cannot create a Kafka consumer")?;
         let mut floor = Vec::with_capacity(usize::try_from(partitions).unwrap_or(1));
+        let mut marks = Vec::with_capacity(floor.capacity());
         for p in 0..partitions {
-            floor.push(self.last_seqno(&consumer, topic, p)?);
+            let (seqno, mark) = self.last_seqno(&consumer, topic, p)?;
+            floor.push(seqno);
+            marks.push(mark);
         }
         if floor.iter().any(|&f| f > 0) {
             tracing::info!(
@@ -432,7 +499,11 @@ impl KafkaWriter {
                 "Events up to these seqnos are already in the topic's partitions; not sending them again."
             );
         }
-        Ok(Topic { partitions, floor })
+        Ok(Topic {
+            partitions,
+            floor,
+            marks,
+        })
     }
 
     /// Finds the topic (creating it if missing): its partition count.
@@ -509,8 +580,14 @@ impl KafkaWriter {
         Ok(())
     }
 
-    /// This stream's highest seqno in a partition (0: none), looking back from its end.
-    fn last_seqno(&self, consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<u64> {
+    /// This stream's highest seqno in a partition (0: none), looking back from its end, and
+    /// the snapshot headers of that message.
+    fn last_seqno(
+        &self,
+        consumer: &BaseConsumer,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(u64, Option<SnapshotMark>)> {
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
             .map_err(|e| anyhow!("partition {partition}: {e}"))?;
@@ -524,42 +601,62 @@ impl KafkaWriter {
                 .assign(&tpl)
                 .map_err(|e| anyhow!("partition {partition}: {e}"))?;
             let mut best = 0u64;
+            let mut best_mark = None;
             let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
             let mut next = start;
-            while next < end {
+            // The last window reads to the partition's real end (its EOF), not to the high
+            // watermark: a broker may report that one too low (tansu 0.6 gives the last
+            // batch's base offset + 1), and a message past it must still count.
+            let last_window = end == high;
+            while next < end || last_window {
                 if std::time::Instant::now() > deadline {
                     bail!("partition {partition}: cannot read offsets {start}..{end} back");
                 }
                 let Some(m) = consumer.poll(Duration::from_millis(200)) else {
                     continue;
                 };
-                let m = m.map_err(|e| anyhow!("partition {partition}: {e}"))?;
+                let m = match m {
+                    Err(KafkaError::PartitionEOF(p))
+                        if p == partition && last_window && next >= end =>
+                    {
+                        break;
+                    }
+                    Err(KafkaError::PartitionEOF(_)) => continue,
+                    m => m.map_err(|e| anyhow!("partition {partition}: {e}"))?,
+                };
                 next = m.offset() + 1;
-                if m.offset() >= end {
+                if m.offset() >= end && !last_window {
                     break;
                 }
                 if let Some(h) = m.headers() {
                     let mut ours = false;
                     let mut seq = None;
+                    let (mut backup, mut after) = (None, None);
                     for hd in h.iter() {
                         match hd.key {
                             STREAM_HEADER => ours = hd.value == Some(self.stream.as_bytes()),
                             SEQNO_HEADER => {
-                                seq = hd
-                                    .value
-                                    .and_then(|v| std::str::from_utf8(v).ok())
-                                    .and_then(|v| v.parse::<u64>().ok());
+                                seq = header_text(hd.value).and_then(|v| v.parse::<u64>().ok());
                             }
+                            SNAPSHOT_HEADER => backup = header_text(hd.value),
+                            AFTER_HEADER => after = header_text(hd.value),
                             _ => {}
                         }
                     }
-                    if ours && let Some(s) = seq {
-                        best = best.max(s);
+                    if ours
+                        && let Some(s) = seq
+                        && s > best
+                    {
+                        best = s;
+                        best_mark = backup.zip(after).map(|(b, a)| SnapshotMark {
+                            backup: b.to_string(),
+                            after: a.to_string(),
+                        });
                     }
                 }
             }
             if best > 0 {
-                return Ok(best);
+                return Ok((best, best_mark));
             }
             end = start;
         }
@@ -571,7 +668,7 @@ impl KafkaWriter {
                  events delivered before a kill may be delivered again."
             );
         }
-        Ok(0)
+        Ok((0, None))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod crypto;
 pub mod format;
 pub mod kafka;
+pub mod kafka_backup;
 pub mod layout;
 pub mod manifest;
 pub mod progress;

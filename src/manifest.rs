@@ -913,13 +913,18 @@ impl Validator<'_> {
         sorted_recipients.sort();
         let content_hash = {
             let mut h = Sha256::new();
-            let content = serde_json::json!({
+            let mut content = serde_json::json!({
                 "tables": m.tables,
                 "format": m.destination.format,
                 "compression": m.destination.compression,
                 "chunk_rows": m.snapshot.chunk_rows,
                 "recipients": sorted_recipients,
             });
+            // A backup into Kafka is never resumed into files, nor the other way round (the
+            // key is absent for files, so their hashes stay what they were).
+            if matches!(destination, DestinationUrl::Kafka(_)) {
+                content["kafka"] = serde_json::Value::Bool(true);
+            }
             h.update(content.to_string().as_bytes());
             hex::encode(h.finalize())
         };

@@ -107,8 +107,9 @@ impl Sink {
         let display = url.to_string();
         let (op, backend) = match url {
             DestinationUrl::Kafka(k) => bail!(
-                "kafka://{} takes change events only (`storagetapper tail`); backups, \
-                 restores and listings need a file://, s3:// or webhdfs:// destination",
+                "kafka://{} holds change events (`tail`, and `backup` as op \"r\" events), \
+                 not backup files: restores, verification and listings need a file://, s3:// \
+                 or webhdfs:// destination",
                 k.brokers
             ),
             DestinationUrl::File(dir) => {

@@ -155,7 +155,7 @@ impl TableSpec {
     }
 
     /// Positions of the key columns in the SELECT list, and their kinds.
-    fn key_positions(&self) -> Vec<(usize, Kind, u32)> {
+    pub(crate) fn key_positions(&self) -> Vec<(usize, Kind, u32)> {
         let Some(key) = &self.key else {
             return Vec::new();
         };
@@ -264,7 +264,7 @@ pub async fn resolve_tables(plan: &Plan, conn: &mut Conn) -> Result<Vec<(usize, 
     Ok(out)
 }
 
-fn key_json(values: &[Value]) -> serde_json::Value {
+pub(crate) fn key_json(values: &[Value]) -> serde_json::Value {
     serde_json::Value::Array(
         values
             .iter()
@@ -343,61 +343,21 @@ pub async fn run(
         tracing::warn!(binlog_format = %info.binlog_format, "binlog_format is not ROW: a change stream could not follow this backup.");
     }
 
-    let mut existing = state.unfinished(&m.name)?;
-    let abandon = if opts.fresh { existing.take() } else { None };
-    if let Some(b) = &existing
-        && b.manifest_hash != plan.content_hash
-    {
-        bail!(
-            "the unfinished backup {} of `{}` was started with different tables, filters, format \
-             or chunk size; rerun with --fresh to start a new backup",
-            b.id,
-            m.name
-        );
-    }
+    let Prepared {
+        existing,
+        abandon,
+        specs,
+    } = prepare(plan, state.as_ref(), &mut coord, opts.fresh).await?;
     let threads = opts.threads.unwrap_or(m.snapshot.threads).max(1);
-
-    // Tables: resolved now for a new backup, from the state for a resumed one.
-    let (backup_id, specs, resumed) = match &existing {
-        Some(b) => {
-            let specs: Vec<TableSpec> = state
-                .tables(&b.id)?
-                .into_iter()
-                .map(|t| {
-                    serde_json::from_value(t.spec)
-                        .context("state table holds an invalid table spec")
-                })
-                .collect::<Result<_>>()?;
-            for s in &specs {
-                let now = source::capture_schema(&mut coord, &s.schema.schema, &s.schema.table)
-                    .await
-                    .with_context(|| format!("table {} of unfinished backup {}", s.name(), b.id))?;
-                if now.columns != s.schema.columns {
-                    bail!(
-                        "table {} changed since backup {} started (its columns differ); rerun \
-                         with --fresh to start a new backup",
-                        s.name(),
-                        b.id
-                    );
-                }
+    let resumed = existing.is_some();
+    let backup_id = existing.map(|b| b.id).unwrap_or_default();
+    if !resumed {
+        for s in &specs {
+            if s.key.is_none() {
+                tracing::warn!(table = %s.name(), "No primary or unique NOT NULL key: the table is read as one chunk.");
             }
-            tracing::info!(backup = %b.id, "Resuming the unfinished backup.");
-            (b.id.clone(), specs, true)
         }
-        None => {
-            let specs = resolve_tables(plan, &mut coord).await?;
-            for (_, s) in &specs {
-                if s.key.is_none() {
-                    tracing::warn!(table = %s.name(), "No primary or unique NOT NULL key: the table is read as one chunk.");
-                }
-            }
-            (
-                String::new(),
-                specs.into_iter().map(|(_, s)| s).collect(),
-                false,
-            )
-        }
-    };
+    }
     drop(coord);
 
     // Only now, with the manifest resolved against the source, is anything written.
@@ -435,7 +395,7 @@ pub async fn run(
     } else {
         create_backup(
             plan,
-            &sink,
+            Some(&sink),
             state.as_ref(),
             &specs,
             &point,
@@ -615,9 +575,78 @@ pub async fn run(
     })
 }
 
-async fn create_backup(
+/// The backup a run works on: an unfinished one to resume (with its tables as recorded), or
+/// the manifest's tables resolved now for a new one.
+pub(crate) struct Prepared {
+    /// The unfinished backup this run resumes.
+    pub existing: Option<BackupRecord>,
+    /// The unfinished backup `--fresh` abandons.
+    pub abandon: Option<BackupRecord>,
+    /// The tables, in order.
+    pub specs: Vec<TableSpec>,
+}
+
+/// Finds the manifest's unfinished backup (refusing one started from different tables, or
+/// whose tables changed since) or resolves the tables for a new one.
+///
+/// # Errors
+/// As described, naming the backup and table.
+pub(crate) async fn prepare(
     plan: &Plan,
-    sink: &Sink,
+    state: &dyn StateStore,
+    coord: &mut Conn,
+    fresh: bool,
+) -> Result<Prepared> {
+    let m = &plan.manifest;
+    let mut existing = state.unfinished(&m.name)?;
+    let abandon = if fresh { existing.take() } else { None };
+    let Some(b) = &existing else {
+        let specs = resolve_tables(plan, coord).await?;
+        return Ok(Prepared {
+            existing,
+            abandon,
+            specs: specs.into_iter().map(|(_, s)| s).collect(),
+        });
+    };
+    if b.manifest_hash != plan.content_hash {
+        bail!(
+            "the unfinished backup {} of `{}` was started with different tables, filters, format, \
+             chunk size or destination kind; rerun with --fresh to start a new backup",
+            b.id,
+            m.name
+        );
+    }
+    let specs: Vec<TableSpec> = state
+        .tables(&b.id)?
+        .into_iter()
+        .map(|t| serde_json::from_value(t.spec).context("state table holds an invalid table spec"))
+        .collect::<Result<_>>()?;
+    for s in &specs {
+        let now = source::capture_schema(coord, &s.schema.schema, &s.schema.table)
+            .await
+            .with_context(|| format!("table {} of unfinished backup {}", s.name(), b.id))?;
+        if now.columns != s.schema.columns {
+            bail!(
+                "table {} changed since backup {} started (its columns differ); rerun with \
+                 --fresh to start a new backup",
+                s.name(),
+                b.id
+            );
+        }
+    }
+    tracing::info!(backup = %b.id, "Resuming the unfinished backup.");
+    Ok(Prepared {
+        existing,
+        abandon,
+        specs,
+    })
+}
+
+/// Records a new backup (its tables and planned chunks) in the state table; `sink` (absent
+/// for Kafka) is checked for a directory of the same id.
+pub(crate) async fn create_backup(
+    plan: &Plan,
+    sink: Option<&Sink>,
     state: &dyn StateStore,
     specs: &[TableSpec],
     point: &SnapshotPoint,
@@ -627,11 +656,18 @@ async fn create_backup(
     // Ids are per second: never reuse one.
     let mut id = layout::new_backup_id();
     let known = state.backups(&m.name)?;
-    while known.iter().any(|b| b.id == id)
-        || sink
-            .exists(&format!("{}/", layout::backup_dir(&m.name, &id)))
-            .await?
-    {
+    loop {
+        let taken = known.iter().any(|b| b.id == id)
+            || match sink {
+                Some(s) => {
+                    s.exists(&format!("{}/", layout::backup_dir(&m.name, &id)))
+                        .await?
+                }
+                None => false,
+            };
+        if !taken {
+            break;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         id = layout::new_backup_id();
     }

@@ -494,7 +494,7 @@ pub async fn follow(
                                 }
                                 key
                             };
-                            k.send(topic, &key, &buf, next_seqno, &gtid).await?;
+                            k.send(topic, &key, &buf, next_seqno, &gtid, None).await?;
                             buf.clear();
                         } else {
                             encoder.row_event(&mut buf, t, op, next_seqno, &src, before, after)?;
@@ -545,7 +545,7 @@ pub async fn follow(
                                 }
                             }
                             let topic = k.ddl_topic(&m.name, &schema);
-                            k.send(&topic, schema.as_bytes(), &buf, next_seqno, &gtid)
+                            k.send(&topic, schema.as_bytes(), &buf, next_seqno, &gtid, None)
                                 .await?;
                             buf.clear();
                         } else {
@@ -823,7 +823,7 @@ async fn open_file(
 
 /// Kafka with Avro values: the single-object encoder of a table version (`None`: schema
 /// changes), made on first use, when its writer schemas are sent to the schemas topic.
-async fn avro_single<'a>(
+pub(crate) async fn avro_single<'a>(
     cache: &'a mut HashMap<String, changelog::AvroSingle>,
     k: &mut KafkaWriter,
     name: &str,
