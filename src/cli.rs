@@ -293,7 +293,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 fresh,
                 progress: mode,
             };
-            if matches!(plan.destination, crate::manifest::DestinationUrl::Kafka(_)) {
+            // The change stream `--follow` continues: Kafka's `tail` stream (the snapshot
+            // moved it to its position), or the backup's own changelog.
+            let (target, start) = if matches!(
+                plan.destination,
+                crate::manifest::DestinationUrl::Kafka(_)
+            ) {
                 let out = crate::kafka_backup::run(&plan, &opts, cancel.clone()).await?;
                 let rate = out.rows_this_run as f64 / out.seconds.max(0.001);
                 tracing::info!(
@@ -317,56 +322,52 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     out.position,
                     out.next_seqno
                 );
-                if follow {
-                    let target = crate::tail::StreamTarget::tail(&plan.manifest.name);
-                    let opts = crate::tail::TailOptions {
-                        from: None,
-                        until,
-                        max_events,
-                        duration,
-                        progress: mode != progress::Mode::Hidden,
-                    };
-                    let t = crate::tail::follow(&plan, &target, None, &opts, cancel).await?;
-                    print_tail(&t);
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let out = snapshot::run(&plan, &opts, cancel.clone()).await?;
-            let rate = out.rows_this_run as f64 / out.seconds.max(0.001);
-            tracing::info!(
-                backup = %out.id,
-                rows = out.rows,
-                rows_this_run = out.rows_this_run,
-                bytes = out.bytes,
-                seconds = format!("{:.2}", out.seconds),
-                rows_per_sec = rate as u64,
-                lock_held_ms = out.lock_held_ms,
-                consistent = out.consistent,
-                "Backup complete."
-            );
-            println!(
-                "backup {} complete: {} rows, {} bytes in {:.2}s ({:.0} rows/s{}), lock held {} ms, {} -> {}",
-                out.id,
-                out.rows,
-                out.bytes,
-                out.seconds,
-                rate,
-                if out.resumed { ", resumed" } else { "" },
-                out.lock_held_ms,
-                if out.consistent {
-                    "consistent at one point"
+                (crate::tail::StreamTarget::tail(&plan.manifest.name), None)
+            } else {
+                let out = snapshot::run(&plan, &opts, cancel.clone()).await?;
+                let rate = out.rows_this_run as f64 / out.seconds.max(0.001);
+                tracing::info!(
+                    backup = %out.id,
+                    rows = out.rows,
+                    rows_this_run = out.rows_this_run,
+                    bytes = out.bytes,
+                    seconds = format!("{:.2}", out.seconds),
+                    rows_per_sec = rate as u64,
+                    lock_held_ms = out.lock_held_ms,
+                    consistent = out.consistent,
+                    "Backup complete."
+                );
+                println!(
+                    "backup {} complete: {} rows, {} bytes in {:.2}s ({:.0} rows/s{}), lock held {} ms, {} -> {}",
+                    out.id,
+                    out.rows,
+                    out.bytes,
+                    out.seconds,
+                    rate,
+                    if out.resumed { ", resumed" } else { "" },
+                    out.lock_held_ms,
+                    if out.consistent {
+                        "consistent at one point"
+                    } else {
+                        "needs the changelog between its points (see metadata.json)"
+                    },
+                    out.location
+                );
+                let start = if follow {
+                    Some(out.follow_from.clone().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--follow: the backup has no binlog position (is log_bin on at the source?)"
+                        )
+                    })?)
                 } else {
-                    "needs the changelog between its points (see metadata.json)"
-                },
-                out.location
-            );
+                    None
+                };
+                (
+                    crate::tail::StreamTarget::follow(&plan.manifest.name, &out.id),
+                    start,
+                )
+            };
             if follow {
-                let from = out.follow_from.clone().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--follow: the backup has no binlog position (is log_bin on at the source?)"
-                    )
-                })?;
-                let target = crate::tail::StreamTarget::follow(&plan.manifest.name, &out.id);
                 let opts = crate::tail::TailOptions {
                     from: None,
                     until,
@@ -374,7 +375,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     duration,
                     progress: mode != progress::Mode::Hidden,
                 };
-                let t = crate::tail::follow(&plan, &target, Some(from), &opts, cancel).await?;
+                let t = crate::tail::follow(&plan, &target, start, &opts, cancel).await?;
                 print_tail(&t);
             }
             Ok(ExitCode::SUCCESS)

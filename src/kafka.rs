@@ -624,6 +624,10 @@ impl KafkaWriter {
                     Err(KafkaError::PartitionEOF(_)) => continue,
                     m => m.map_err(|e| anyhow!("partition {partition}: {e}"))?,
                 };
+                if m.partition() != partition || m.topic() != topic {
+                    // Still queued from the partition read before this one.
+                    continue;
+                }
                 next = m.offset() + 1;
                 if m.offset() >= end && !last_window {
                     break;

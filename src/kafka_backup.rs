@@ -283,20 +283,7 @@ pub async fn run(
         envelope: m.tail.envelope,
     };
     let chunks = state.chunks(&backup_id)?;
-    let progress = Progress::new(
-        opts.progress,
-        &specs
-            .iter()
-            .map(|s| {
-                let done: u64 = chunks
-                    .iter()
-                    .filter(|c| c.table == s.name())
-                    .filter_map(|c| c.done.as_ref().map(|d| d.rows))
-                    .sum();
-                (s.name(), s.est_rows.saturating_sub(done))
-            })
-            .collect::<Vec<_>>(),
-    );
+    let progress = snapshot::table_progress(opts.progress, &specs, &chunks);
     let logger = progress.spawn_logger(std::time::Duration::from_secs(5));
     tracing::info!(backup = %backup_id, at = %here, topics = %target.topic, "Sending the snapshot to Kafka.");
     let mut run = Run {
@@ -436,11 +423,15 @@ impl Run<'_> {
                     .with_context(|| format!("partition {p}: header {}", kafka::AFTER_HEADER))?,
             )?;
             let q = spec.read().chunk_query(lower.as_deref(), Some(&upper));
-            let rows: Vec<mysql_async::Row> = conn
-                .exec(q.sql.as_str(), q.params)
+            let mut rows = conn
+                .exec_iter(q.sql.as_str(), q.params)
                 .await
                 .with_context(|| format!("query failed: {}", q.sql))?;
-            for row in rows {
+            while let Some(row) = rows
+                .next()
+                .await
+                .with_context(|| format!("reading {name}"))?
+            {
                 let row = row.unwrap();
                 let key = enc.key(k, &mut t, &row).await?;
                 if usize::try_from(kafka::partition_of(&key, topic_state.partitions)) == Ok(p) {

@@ -438,20 +438,7 @@ pub async fn run(
         "Reading chunks."
     );
 
-    let progress = Progress::new(
-        opts.progress,
-        &specs
-            .iter()
-            .map(|s| {
-                let done_rows: u64 = chunks
-                    .iter()
-                    .filter(|c| c.table == s.name())
-                    .filter_map(|c| c.done.as_ref().map(|d| d.rows))
-                    .sum();
-                (s.name(), s.est_rows.saturating_sub(done_rows))
-            })
-            .collect::<Vec<_>>(),
-    );
+    let progress = table_progress(opts.progress, &specs, &chunks);
     for (i, n) in remaining.iter().enumerate() {
         if *n == 0 {
             progress.table_done(i);
@@ -573,6 +560,26 @@ pub async fn run(
             .clone()
             .or_else(|| metadata.snapshot.changelog_from.clone()),
     })
+}
+
+/// Progress over the tables' rows not yet in done chunks.
+pub(crate) fn table_progress(
+    mode: progress::Mode,
+    specs: &[TableSpec],
+    chunks: &[ChunkRecord],
+) -> Arc<Progress> {
+    let tables: Vec<(String, u64)> = specs
+        .iter()
+        .map(|s| {
+            let done_rows: u64 = chunks
+                .iter()
+                .filter(|c| c.table == s.name())
+                .filter_map(|c| c.done.as_ref().map(|d| d.rows))
+                .sum();
+            (s.name(), s.est_rows.saturating_sub(done_rows))
+        })
+        .collect();
+    Progress::new(mode, &tables)
 }
 
 /// The backup a run works on: an unfinished one to resume (with its tables as recorded), or

@@ -456,6 +456,9 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<KafkaEvent> {
                 Err(rdkafka::error::KafkaError::PartitionEOF(_)) => continue,
                 m => m.expect("message"),
             };
+            if m.partition() != p {
+                continue; // still queued from the partition read before
+            }
             next = m.offset() + 1;
             let header = |name: &str| -> Option<String> {
                 let h = m.headers()?;
@@ -526,6 +529,45 @@ fn avro_message(schemas: &HashMap<String, String>, bytes: &[u8]) -> J {
     j
 }
 
+/// Every event of the kill tests' tables `a` and `b` read back from their topics (3
+/// partitions), checked on the way: seqnos grow in each partition, the stream header is the
+/// `tail` stream's, the value's seqno is the header's, the message key is the event's key and
+/// its partition the Java client's for it. Returns (seqno, event) pairs in seqno order.
+fn table_events(case: &Case, brokers: &str, decode: &dyn Fn(&[u8]) -> J) -> Vec<(u64, J)> {
+    let mut events: Vec<(u64, J)> = Vec::new();
+    for t in ["a", "b"] {
+        let topic = format!("{0}.{0}.{t}", case.name);
+        let got = read_topic(brokers, &topic);
+        for p in 0..3 {
+            let seqs: Vec<u64> = got
+                .iter()
+                .filter(|e| e.partition == p)
+                .map(|e| e.seqno_header)
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "{topic} partition {p} out of order: {seqs:?}"
+            );
+        }
+        for e in got {
+            assert_eq!(e.stream_header, format!("{}/tail", case.name));
+            let value = decode(&e.value);
+            assert_eq!(value["seqno"].as_u64(), Some(e.seqno_header));
+            assert_eq!(value["source"]["table"], t);
+            let key = decode(&e.key);
+            assert_eq!(key, value["key"], "message key");
+            assert_eq!(
+                e.partition,
+                storagetapper::kafka::partition_of(&e.key, 3),
+                "partition of key {key}"
+            );
+            events.push((e.seqno_header, value));
+        }
+    }
+    events.sort_by_key(|e| e.0);
+    events
+}
+
 /// The kill test against a Kafka broker: every row change once, each key's changes in order
 /// in one partition (the Java client's partition for the key), seqnos 1..n over the topics.
 /// `format` json or avro (Avro: values and keys decoded with the schemas topic's schemas).
@@ -564,39 +606,7 @@ fn kafka_kill_test(case: &Case, brokers: &str, seed: u64, format: &str) {
             serde_json::from_slice(bytes).expect("JSON")
         }
     };
-    let mut events: Vec<(u64, J)> = Vec::new();
-    for t in ["a", "b"] {
-        let topic = format!("{0}.{0}.{t}", case.name);
-        let got = read_topic(brokers, &topic);
-        // Order per partition: seqnos only grow.
-        for p in 0..3 {
-            let seqs: Vec<u64> = got
-                .iter()
-                .filter(|e| e.partition == p)
-                .map(|e| e.seqno_header)
-                .collect();
-            assert!(
-                seqs.windows(2).all(|w| w[0] < w[1]),
-                "{topic} partition {p} out of order: {seqs:?}"
-            );
-        }
-        for e in got {
-            assert_eq!(e.stream_header, format!("{}/tail", case.name));
-            let value = decode(&e.value);
-            assert_eq!(value["seqno"].as_u64(), Some(e.seqno_header));
-            assert_eq!(value["source"]["table"], t);
-            // The key is the event's key; its partition is the Java client's for it.
-            let key = decode(&e.key);
-            assert_eq!(key, value["key"], "message key");
-            assert_eq!(
-                e.partition,
-                storagetapper::kafka::partition_of(&e.key, 3),
-                "partition of key {key}"
-            );
-            events.push((e.seqno_header, value));
-        }
-    }
-    events.sort_by_key(|e| e.0);
+    let events = table_events(case, brokers, &decode);
     let seqnos: Vec<u64> = events.iter().map(|e| e.0).collect();
     let want: Vec<u64> = (1..=changes).collect();
     assert_eq!(
@@ -795,41 +805,16 @@ fn kafka_backup_follow_killed_and_restarted_loses_and_repeats_nothing() {
         "a resumed run skipped rows delivered before the kill:\n{all_logs}"
     );
 
-    let mut events: Vec<(u64, J)> = Vec::new();
-    for t in ["a", "b"] {
-        let topic = format!("{0}.{0}.{t}", case.name);
-        let got = read_topic(&brokers, &topic);
-        for p in 0..3 {
-            let seqs: Vec<u64> = got
-                .iter()
-                .filter(|e| e.partition == p)
-                .map(|e| e.seqno_header)
-                .collect();
-            assert!(
-                seqs.windows(2).all(|w| w[0] < w[1]),
-                "{topic} partition {p} out of order"
-            );
-        }
-        for e in got {
-            assert_eq!(e.stream_header, format!("{}/tail", case.name));
-            let value: J = serde_json::from_slice(&e.value).expect("JSON");
-            assert_eq!(value["seqno"].as_u64(), Some(e.seqno_header));
-            let key: J = serde_json::from_slice(&e.key).expect("key JSON");
-            assert_eq!(key, value["key"], "message key");
-            assert_eq!(
-                e.partition,
-                storagetapper::kafka::partition_of(&e.key, 3),
-                "partition of key {key}"
-            );
-            assert_eq!(
-                value["source"]["snapshot"] == "true",
-                value["op"] == "r",
-                "snapshot flag of {value}"
-            );
-            events.push((e.seqno_header, value));
-        }
+    let events = table_events(&case, &brokers, &|b| {
+        serde_json::from_slice(b).expect("JSON")
+    });
+    for (_, value) in &events {
+        assert_eq!(
+            value["source"]["snapshot"] == "true",
+            value["op"] == "r",
+            "snapshot flag of {value}"
+        );
     }
-    events.sort_by_key(|e| e.0);
     let mut seen = std::collections::HashSet::new();
     assert!(
         events.iter().all(|e| seen.insert(e.0)),
